@@ -756,6 +756,26 @@ START_TEST(delim_one_byte_at_a_time_is_linear)
     }
     ck_assert_int_eq(tcpmsg_codec_decode(&c, &d, line, sizeof line, &f), (ptrdiff_t)sizeof line);
     ck_assert_uint_eq(f.len, 100000);
+
+    /* Proof that searched bytes are not searched again: the contract says they do not
+     * change, so a delimiter planted in them afterwards is not seen by a decoder that
+     * resumes (a rescanning one would find it). The last dlen - 1 bytes are searched again,
+     * since a delimiter may start there. */
+    char buf[16];
+    tcpmsg_decoder_init(&d);
+    memcpy(buf, "xxxxxx", 6);
+    ck_assert_int_eq(tcpmsg_codec_decode(&c, &d, buf, 6, &f), 0);
+    memcpy(buf, "ENDxEN", 6); /* planted in the searched part, and a fresh start at 4 */
+    buf[6] = 'D';
+    ck_assert_int_eq(tcpmsg_codec_decode(&c, &d, buf, 7, &f), 7); /* found "END" at 4 */
+    ck_assert_uint_eq(f.len, 4);
+
+    struct tcpmsg_codec lf;
+    ck_assert_int_eq(tcpmsg_codec_init_delim(&lf, NULL), 0);
+    tcpmsg_decoder_init(&d);
+    ck_assert_int_eq(tcpmsg_codec_decode(&lf, &d, "aaaa", 4, &f), 0);
+    ck_assert_int_eq(tcpmsg_codec_decode(&lf, &d, "a\naaa", 5, &f), 0);
+    ck_assert_int_eq(tcpmsg_codec_decode(&lf, &d, "a\naaa\n", 6, &f), 6);
 }
 END_TEST
 
