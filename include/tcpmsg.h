@@ -5,6 +5,10 @@
  *   tcpmsg/error.h     error codes, tcpmsg_strerror(), tcpmsg_errname()
  *   tcpmsg/wire.h      portable big-endian integers, floats and byte strings
  *   tcpmsg/codec.h     sans-I/O framing: length-prefixed, delimiter, fixed-size
+ *   tcpmsg/deadline.h  absolute deadlines on the monotonic clock
+ *   tcpmsg/addr.h      name resolution, address parsing and formatting, the 4-tuple
+ *   tcpmsg/sock.h      listen (dual stack), accept, connect (Happy Eyeballs), options
+ *   tcpmsg/conn.h      message connections: whole framed messages over a socket
  */
 #ifndef TCPMSG_H
 #define TCPMSG_H
@@ -13,5 +17,9 @@
 #include "tcpmsg/error.h"
 #include "tcpmsg/wire.h"
 #include "tcpmsg/codec.h"
+#include "tcpmsg/deadline.h"
+#include "tcpmsg/addr.h"
+#include "tcpmsg/sock.h"
+#include "tcpmsg/conn.h"
 
 #endif /* TCPMSG_H */

@@ -1,0 +1,887 @@
+/* Message connections: a socket, a codec, a receive buffer and a send buffer. */
+#include "tcpmsg/conn.h"
+
+#include "io_internal.h"
+
+#include <limits.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define DEFAULT_RECV_BUFFER ((size_t)64 * 1024)
+#define DEFAULT_SEND_BUFFER ((size_t)64 * 1024)
+#define DEFAULT_COPY_MAX ((size_t)16 * 1024)
+#define DEFAULT_MAX_OUTPUT ((size_t)64 * 1024 * 1024)
+#define RAW_MAX_DEFAULT ((size_t)16 * 1024 * 1024)
+#define READ_EXACT_MAX ((size_t)1 << 30)
+/* A grown receive buffer is given back once empty if it is larger than this. */
+#define KEEP_GROWN ((size_t)1024 * 1024)
+/* Pieces of one outgoing frame around the caller's iovec: pending output, head, tail. */
+#define EXTRA_IOV 3
+#define STACK_IOV 16
+
+struct tcpmsg_conn {
+    int fd;
+    bool has_codec;
+    bool eof;     /* the peer ended its stream */
+    bool wr_shut; /* this side half-closed */
+    int rerr;     /* sticky receive-side error */
+    int werr;     /* sticky send-side error */
+
+    struct tcpmsg_codec codec;
+    struct tcpmsg_decoder dec;
+    /* tcpmsg_conn_read_until's delimiter, as a codec so the search resumes where it
+     * stopped; rebuilt when the caller changes delimiter or limit. */
+    struct tcpmsg_codec raw;
+    struct tcpmsg_decoder rawdec;
+    size_t raw_max;
+
+    uint8_t *rbuf;
+    size_t rcap, rpos, rlen; /* unconsumed input is rbuf[rpos, rlen) */
+    size_t deliver;          /* bytes of the view handed out last, consumed by the next call */
+    size_t rlimit;           /* how far the receive buffer may grow for framed input */
+
+    uint8_t *sbuf;
+    size_t scap, spos, slen; /* queued output is sbuf[spos, slen) */
+
+    size_t recv_buffer, send_buffer, copy_max, max_output;
+    enum tcpmsg_flush flush;
+    struct tcpmsg_conn_stats st;
+};
+
+/* struct iovec has no const variant; the library never writes through these. */
+static void *
+unconst(const void *p)
+{
+    return (void *)(uintptr_t)p;
+}
+
+static size_t
+max_size(size_t a, size_t b)
+{
+    return a > b ? a : b;
+}
+
+/* ---- receiving -------------------------------------------------------------------------- */
+
+/* Forgets how far each decoder searched: bytes were consumed behind its back. */
+static void
+reset_scans(struct tcpmsg_conn *c, bool main, bool raw)
+{
+    if (main && c->dec.err == 0)
+        tcpmsg_decoder_init(&c->dec);
+    if (raw)
+        tcpmsg_decoder_init(&c->rawdec);
+}
+
+/* The view handed out by the previous call is no longer needed. */
+static void
+consume_delivered(struct tcpmsg_conn *c)
+{
+    c->rpos += c->deliver;
+    c->deliver = 0;
+    if (c->rpos == c->rlen) {
+        c->rpos = c->rlen = 0;
+        if (c->rcap > max_size(c->recv_buffer, KEEP_GROWN)) {
+            free(c->rbuf);
+            c->rbuf = NULL;
+            c->rcap = 0;
+        }
+    }
+}
+
+/* Makes room at the end of the receive buffer for at least one more byte, never growing it
+ * past `limit` (and only ever doubling a buffer that is full of received bytes). */
+static int
+make_room(struct tcpmsg_conn *c, size_t limit)
+{
+    if (!c->rbuf) {
+        c->rbuf = malloc(c->recv_buffer);
+        if (!c->rbuf)
+            return -ENOMEM;
+        c->rcap = c->recv_buffer;
+    }
+    size_t used = c->rlen - c->rpos;
+    /* Slide the unconsumed bytes to the front when the free tail has become too small for a
+     * large read and sliding them is cheap compared to what it gains. */
+    if (c->rpos > 0 && (c->rlen == c->rcap || (c->rcap - c->rlen < c->rcap / 4 && used < c->rcap / 4))) {
+        memmove(c->rbuf, c->rbuf + c->rpos, used);
+        c->rpos = 0;
+        c->rlen = used;
+    }
+    if (c->rlen < c->rcap)
+        return 0;
+    if (c->rcap >= limit)
+        return -EMSGSIZE;
+    size_t ncap = c->rcap > SIZE_MAX / 2 ? limit : c->rcap * 2;
+    if (ncap > limit)
+        ncap = limit;
+    uint8_t *n = realloc(c->rbuf, ncap);
+    if (!n)
+        return -ENOMEM;
+    c->rbuf = n;
+    c->rcap = ncap;
+    return 0;
+}
+
+static bool
+fatal(int r)
+{
+    return r != -ETIMEDOUT && r != -ENOMEM && r != -EINTR;
+}
+
+/* Reads what the socket has (at least one byte, or waits for it until the deadline).
+ * Returns the count, 0 at the peer's end of stream, -ETIMEDOUT, or a negated errno. */
+static ptrdiff_t
+fill(struct tcpmsg_conn *c, size_t limit, int64_t deadline)
+{
+    if (c->fd < 0)
+        return -ETIMEDOUT; /* the bytes come from tcpmsg_conn_feed */
+    int r = make_room(c, limit);
+    if (r < 0)
+        return r;
+    for (;;) {
+        ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen,
+                         deadline == TCPMSG_FOREVER ? 0 : MSG_DONTWAIT);
+        if (n > 0) {
+            c->rlen += (size_t)n;
+            c->st.bytes_in += (uint64_t)n;
+            c->st.reads++;
+            return n;
+        }
+        if (n == 0) {
+            c->st.reads++;
+            c->eof = true;
+            return 0;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        if (tcpmsg_deadline_left(deadline) == 0)
+            return -ETIMEDOUT;
+        int w = tcpmsg__wait_fd(c->fd, POLLIN, deadline);
+        if (w < 0)
+            return w;
+    }
+}
+
+static void
+deliver(struct tcpmsg_conn *c, size_t n)
+{
+    c->deliver = n;
+}
+
+int
+tcpmsg_conn_recv(struct tcpmsg_conn *c, struct tcpmsg_frame *out, int64_t deadline)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!c || !out || !c->has_codec)
+        return -EINVAL;
+    if (c->rerr)
+        return c->rerr;
+    consume_delivered(c);
+    for (;;) {
+        ptrdiff_t n = 0;
+        if (c->rlen > c->rpos || c->eof) {
+            const uint8_t *p = c->rbuf ? c->rbuf + c->rpos : NULL;
+            size_t len = c->rlen - c->rpos;
+            n = c->eof ? tcpmsg_codec_finish(&c->codec, &c->dec, p, len, out)
+                       : tcpmsg_codec_decode(&c->codec, &c->dec, p, len, out);
+            if (n > 0) {
+                deliver(c, (size_t)n);
+                reset_scans(c, false, true);
+                c->st.msgs_in++;
+                return 0;
+            }
+            if (n < 0)
+                return c->rerr = (int)n;
+        }
+        /* Nothing whole is buffered: whatever this side still has to say goes out before
+         * waiting for the peer, which may be waiting for exactly that. */
+        if (c->flush == TCPMSG_FLUSH_BATCH && c->slen > c->spos && c->fd >= 0 && !c->werr) {
+            int r = tcpmsg_conn_flush(c, deadline);
+            if (r == -ETIMEDOUT)
+                return r;
+        }
+        ptrdiff_t r = fill(c, c->rlimit, deadline);
+        if (r < 0) {
+            if (fatal((int)r))
+                c->rerr = (int)r;
+            return (int)r;
+        }
+    }
+}
+
+ptrdiff_t
+tcpmsg_conn_read_exact(struct tcpmsg_conn *c, void *dst, size_t n, int64_t deadline)
+{
+    if (!c || (!dst && n) || n > READ_EXACT_MAX)
+        return -EINVAL;
+    if (c->rerr && c->rerr != TCPMSG_EOF)
+        return c->rerr;
+    consume_delivered(c);
+    while (c->rlen - c->rpos < n) {
+        if (c->eof)
+            return c->rlen > c->rpos ? -EPROTO : TCPMSG_EOF;
+        ptrdiff_t r = fill(c, max_size(c->rlimit, n), deadline);
+        if (r < 0) {
+            if (fatal((int)r))
+                c->rerr = (int)r;
+            return r;
+        }
+    }
+    if (n) {
+        memcpy(dst, c->rbuf + c->rpos, n);
+        c->rpos += n;
+    }
+    reset_scans(c, true, true);
+    return (ptrdiff_t)n;
+}
+
+ptrdiff_t
+tcpmsg_conn_read_until(struct tcpmsg_conn *c, const void *delim, size_t delim_len, size_t max,
+                       struct tcpmsg_frame *out, int64_t deadline)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!c || !out || !delim || delim_len == 0 || delim_len > TCPMSG_CODEC_DELIM_MAX)
+        return -EINVAL;
+    if (c->rerr && c->rerr != TCPMSG_EOF)
+        return c->rerr;
+    if (max == 0)
+        max = RAW_MAX_DEFAULT;
+    if (c->raw.kind == 0 || c->raw_max != max || c->raw.delim_len != delim_len ||
+        memcmp(c->raw.delim, delim, delim_len) != 0) {
+        struct tcpmsg_delim_config dc = {.delim = delim, .delim_len = delim_len, .max_len = max};
+        int r = tcpmsg_codec_init_delim(&c->raw, &dc);
+        if (r < 0)
+            return r;
+        c->raw_max = max;
+        tcpmsg_decoder_init(&c->rawdec);
+    }
+    consume_delivered(c);
+    for (;;) {
+        if (c->rlen > c->rpos) {
+            ptrdiff_t n = tcpmsg_codec_decode(&c->raw, &c->rawdec, c->rbuf + c->rpos,
+                                              c->rlen - c->rpos, out);
+            if (n > 0) {
+                deliver(c, (size_t)n);
+                reset_scans(c, true, false);
+                return n;
+            }
+            if (n < 0) {
+                tcpmsg_decoder_init(&c->rawdec); /* the bytes stay: the caller decides */
+                return n;
+            }
+        }
+        if (c->eof)
+            return c->rlen > c->rpos ? -EPROTO : TCPMSG_EOF;
+        ptrdiff_t r = fill(c, max_size(c->rlimit, tcpmsg_codec_max_frame(&c->raw)), deadline);
+        if (r < 0) {
+            if (fatal((int)r))
+                c->rerr = (int)r;
+            return r;
+        }
+    }
+}
+
+ptrdiff_t
+tcpmsg_conn_read_some(struct tcpmsg_conn *c, void *dst, size_t cap, int64_t deadline)
+{
+    if (!c || !dst || cap == 0)
+        return -EINVAL;
+    if (c->rerr && c->rerr != TCPMSG_EOF)
+        return c->rerr;
+    consume_delivered(c);
+    while (c->rlen == c->rpos) {
+        if (c->eof)
+            return TCPMSG_EOF;
+        ptrdiff_t r = fill(c, c->rlimit, deadline);
+        if (r < 0) {
+            if (fatal((int)r))
+                c->rerr = (int)r;
+            return r;
+        }
+    }
+    size_t n = c->rlen - c->rpos;
+    if (n > cap)
+        n = cap;
+    memcpy(dst, c->rbuf + c->rpos, n);
+    c->rpos += n;
+    reset_scans(c, true, true);
+    return (ptrdiff_t)n;
+}
+
+int
+tcpmsg_conn_feed(struct tcpmsg_conn *c, const void *data, size_t n)
+{
+    if (!c || c->fd >= 0 || c->eof || (!data && n))
+        return -EINVAL;
+    if (n == 0) {
+        c->eof = true;
+        return 0;
+    }
+    consume_delivered(c);
+    size_t used = c->rlen - c->rpos;
+    if (n > 2 * c->rlimit - used)
+        return -ENOBUFS;
+    if (c->rpos > 0) {
+        memmove(c->rbuf, c->rbuf + c->rpos, used);
+        c->rpos = 0;
+        c->rlen = used;
+    }
+    if (c->rcap - c->rlen < n) {
+        size_t ncap = max_size(max_size(c->rcap * 2, c->recv_buffer), used + n);
+        uint8_t *nb = realloc(c->rbuf, ncap);
+        if (!nb)
+            return -ENOMEM;
+        c->rbuf = nb;
+        c->rcap = ncap;
+    }
+    memcpy(c->rbuf + c->rlen, data, n);
+    c->rlen += n;
+    c->st.bytes_in += n;
+    return 0;
+}
+
+/* ---- sending ---------------------------------------------------------------------------- */
+
+/* Writes iov[0..cnt) in full unless the deadline passes; iov is advanced in place and
+ * *done receives the bytes written. Returns 0, -ETIMEDOUT or a negated errno. */
+static int
+write_iov(int fd, struct iovec *iov, int cnt, int64_t deadline, size_t *done, uint64_t *calls)
+{
+    *done = 0;
+    for (;;) {
+        while (cnt > 0 && iov->iov_len == 0) {
+            iov++;
+            cnt--;
+        }
+        if (cnt == 0)
+            return 0;
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+        /* MSG_NOSIGNAL: a peer that went away is -EPIPE, never SIGPIPE. */
+        ssize_t n = sendmsg(fd, &m, MSG_NOSIGNAL | (deadline == TCPMSG_FOREVER ? 0 : MSG_DONTWAIT));
+        if (n >= 0) {
+            (*calls)++;
+            size_t left = (size_t)n;
+            *done += left;
+            while (left > 0) {
+                size_t k = left < iov->iov_len ? left : iov->iov_len;
+                iov->iov_base = (uint8_t *)iov->iov_base + k;
+                iov->iov_len -= k;
+                left -= k;
+                if (iov->iov_len == 0) {
+                    iov++;
+                    cnt--;
+                }
+            }
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        if (tcpmsg_deadline_left(deadline) == 0)
+            return -ETIMEDOUT;
+        int w = tcpmsg__wait_fd(fd, POLLOUT, deadline);
+        if (w < 0)
+            return w;
+    }
+}
+
+/* Room for n more bytes at the end of the send buffer. */
+static int
+reserve_output(struct tcpmsg_conn *c, size_t n)
+{
+    if (c->spos > 0 && c->scap - c->slen < n) {
+        memmove(c->sbuf, c->sbuf + c->spos, c->slen - c->spos);
+        c->slen -= c->spos;
+        c->spos = 0;
+    }
+    if (c->scap - c->slen >= n)
+        return 0;
+    size_t need = c->slen + n;
+    if (need < n)
+        return -ENOMEM;
+    size_t ncap = max_size(max_size(c->scap * 2, c->send_buffer), need);
+    uint8_t *nb = realloc(c->sbuf, ncap);
+    if (!nb)
+        return -ENOMEM;
+    c->sbuf = nb;
+    c->scap = ncap;
+    return 0;
+}
+
+static void
+output_written(struct tcpmsg_conn *c, size_t n)
+{
+    c->spos += n;
+    c->st.bytes_out += n;
+    if (c->spos == c->slen) {
+        c->spos = c->slen = 0;
+        if (c->scap > 4 * c->send_buffer) { /* grown by a timed-out large send */
+            free(c->sbuf);
+            c->sbuf = NULL;
+            c->scap = 0;
+        }
+    }
+}
+
+int
+tcpmsg_conn_flush(struct tcpmsg_conn *c, int64_t deadline)
+{
+    if (!c)
+        return -EINVAL;
+    if (c->werr)
+        return c->werr;
+    if (c->slen == c->spos)
+        return 0;
+    if (c->fd < 0)
+        return -ETIMEDOUT; /* the caller writes tcpmsg_conn_output() itself */
+    struct iovec v = {c->sbuf + c->spos, c->slen - c->spos};
+    size_t done;
+    int r = write_iov(c->fd, &v, 1, deadline, &done, &c->st.writes);
+    output_written(c, done);
+    if (r < 0 && fatal(r))
+        c->werr = r;
+    return r;
+}
+
+/* One outgoing frame: head, the caller's pieces, pad_len pad bytes, tail. */
+struct frame_parts {
+    const uint8_t *head;
+    size_t head_len;
+    const struct iovec *iov;
+    int iovcnt;
+    size_t pad_len;
+    uint8_t pad_byte;
+    const uint8_t *tail;
+    size_t tail_len;
+};
+
+/* Copies the frame's bytes from offset `skip` on into the send buffer (room reserved). */
+static void
+copy_frame(struct tcpmsg_conn *c, const struct frame_parts *f, size_t skip)
+{
+    uint8_t *d = c->sbuf + c->slen;
+#define PUT(ptr, len)                                                                              \
+    do {                                                                                           \
+        size_t len_ = (len);                                                                       \
+        if (skip >= len_) {                                                                        \
+            skip -= len_;                                                                          \
+        } else {                                                                                   \
+            memcpy(d, (const uint8_t *)(ptr) + skip, len_ - skip);                                 \
+            d += len_ - skip;                                                                      \
+            skip = 0;                                                                              \
+        }                                                                                          \
+    } while (0)
+    PUT(f->head, f->head_len);
+    for (int i = 0; i < f->iovcnt; i++)
+        PUT(f->iov[i].iov_base, f->iov[i].iov_len);
+#undef PUT
+    if (f->pad_len > skip) {
+        memset(d, f->pad_byte, f->pad_len - skip);
+        d += f->pad_len - skip;
+        skip = 0;
+    } else {
+        skip -= f->pad_len;
+    }
+    if (f->tail_len > skip) {
+        memcpy(d, f->tail + skip, f->tail_len - skip);
+        d += f->tail_len - skip;
+    }
+    c->slen = (size_t)(d - c->sbuf);
+}
+
+/* Queues or writes one frame of `total` bytes according to the flush policy. */
+static int
+send_frame(struct tcpmsg_conn *c, const struct frame_parts *f, size_t total, bool is_msg,
+           int64_t deadline)
+{
+    if (c->slen - c->spos >= c->max_output) {
+        int r = c->fd >= 0 ? tcpmsg_conn_flush(c, deadline) : -ETIMEDOUT;
+        if (r < 0 && r != -ETIMEDOUT)
+            return r;
+        if (c->slen - c->spos >= c->max_output)
+            return -ENOBUFS;
+    }
+
+    if (total <= c->copy_max || c->fd < 0 || f->pad_len > 0) {
+        /* Small frame: one copy into the send buffer, written now or with later ones. */
+        if (c->slen + total > c->scap && c->fd >= 0 && c->slen > c->spos) {
+            int r = tcpmsg_conn_flush(c, deadline);
+            if (r < 0 && r != -ETIMEDOUT)
+                return r;
+        }
+        int r = reserve_output(c, total);
+        if (r < 0)
+            return r;
+        copy_frame(c, f, 0);
+        c->st.msgs_out += is_msg;
+        if (c->fd < 0)
+            return 0;
+        if (c->flush == TCPMSG_FLUSH_EACH || c->slen - c->spos >= c->send_buffer)
+            return tcpmsg_conn_flush(c, deadline);
+        return 0;
+    }
+
+    /* Large frame: what is queued, the head, the payload from the caller's memory and the
+     * tail in one writev; nothing is copied unless the deadline cuts it short. */
+    struct iovec stack[STACK_IOV], *v = stack;
+    int cnt = f->iovcnt + EXTRA_IOV;
+    if (cnt > STACK_IOV && !(v = malloc((size_t)cnt * sizeof *v)))
+        return -ENOMEM;
+    size_t pending = c->slen - c->spos;
+    int k = 0;
+    v[k++] = (struct iovec){c->sbuf ? c->sbuf + c->spos : NULL, pending};
+    v[k++] = (struct iovec){unconst(f->head), f->head_len};
+    for (int i = 0; i < f->iovcnt; i++)
+        v[k++] = f->iov[i];
+    v[k++] = (struct iovec){unconst(f->tail), f->tail_len};
+    size_t done;
+    int r = write_iov(c->fd, v, k, deadline, &done, &c->st.writes);
+    if (v != stack)
+        free(v);
+
+    size_t from_queue = done < pending ? done : pending;
+    output_written(c, from_queue);
+    size_t frame_done = done - from_queue;
+    c->st.bytes_out += frame_done;
+    if (r == 0) {
+        c->st.msgs_out += is_msg;
+        return 0;
+    }
+    if (r != -ETIMEDOUT) {
+        c->werr = r;
+        return r;
+    }
+    /* The deadline passed inside the frame: keep the rest queued so that the stream stays
+     * whole and the next flush completes the frame. */
+    int q = reserve_output(c, total - frame_done);
+    if (q < 0) {
+        c->werr = q; /* half a frame is on the wire: the stream cannot be repaired */
+        return q;
+    }
+    copy_frame(c, f, frame_done);
+    c->st.msgs_out += is_msg;
+    return -ETIMEDOUT;
+}
+
+static int
+check_send(struct tcpmsg_conn *c, const struct iovec *iov, int iovcnt, size_t *total)
+{
+    if (!c || iovcnt < 0 || iovcnt > IOV_MAX - EXTRA_IOV || (!iov && iovcnt > 0))
+        return -EINVAL;
+    if (c->werr)
+        return c->werr;
+    if (c->wr_shut)
+        return -EPIPE;
+    size_t sum = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        if (!iov[i].iov_base && iov[i].iov_len)
+            return -EINVAL;
+        if (sum + iov[i].iov_len < sum)
+            return -EMSGSIZE;
+        sum += iov[i].iov_len;
+    }
+    *total = sum;
+    return 0;
+}
+
+/* Frames and sends a message; fields (offset + suffix header bytes) are optional. */
+static int
+send_message(struct tcpmsg_conn *c, const void *fields, size_t fields_len,
+             const struct iovec *iov, int iovcnt, int64_t deadline)
+{
+    size_t len = 0;
+    int r = check_send(c, iov, iovcnt, &len);
+    if (r < 0)
+        return r;
+    if (!c->has_codec)
+        return -EINVAL;
+
+    /* The delimiter codec checks the payload for its delimiter, which needs it in one
+     * piece; scatter-gather payloads for that codec are joined first. */
+    void *joined = NULL;
+    const void *flat = iovcnt > 0 ? iov[0].iov_base : NULL;
+    if (iovcnt > 1 && c->codec.kind == TCPMSG_CODEC_DELIM) {
+        if (!(joined = malloc(len ? len : 1)))
+            return -ENOMEM;
+        size_t at = 0;
+        for (int i = 0; i < iovcnt; i++) {
+            memcpy((uint8_t *)joined + at, iov[i].iov_base, iov[i].iov_len);
+            at += iov[i].iov_len;
+        }
+        flat = joined;
+    }
+    struct tcpmsg_encoded enc;
+    r = tcpmsg_codec_encode(&c->codec, flat, len, &enc);
+    free(joined);
+    if (r < 0)
+        return r;
+    if (fields) {
+        memcpy(enc.head, fields, c->codec.offset);
+        memcpy(enc.head + enc.head_len - c->codec.suffix, (const uint8_t *)fields + c->codec.offset,
+               c->codec.suffix);
+    }
+    (void)fields_len;
+    struct frame_parts f = {enc.head, enc.head_len, iov,         iovcnt,
+                            enc.pad_len, enc.pad_byte, enc.tail, enc.tail_len};
+    return send_frame(c, &f, enc.head_len + len + enc.pad_len + enc.tail_len, true, deadline);
+}
+
+int
+tcpmsg_conn_send(struct tcpmsg_conn *c, const void *payload, size_t len, int64_t deadline)
+{
+    struct iovec v = {unconst(payload), len};
+    return send_message(c, NULL, 0, &v, 1, deadline);
+}
+
+int
+tcpmsg_conn_sendv(struct tcpmsg_conn *c, const struct iovec *iov, int iovcnt, int64_t deadline)
+{
+    return send_message(c, NULL, 0, iov, iovcnt, deadline);
+}
+
+int
+tcpmsg_conn_send_fields(struct tcpmsg_conn *c, const void *fields, size_t fields_len,
+                        const struct iovec *iov, int iovcnt, int64_t deadline)
+{
+    if (!c || !c->has_codec || c->codec.kind != TCPMSG_CODEC_LENGTH ||
+        fields_len != (size_t)c->codec.offset + c->codec.suffix || (!fields && fields_len))
+        return -EINVAL;
+    return send_message(c, fields, fields_len, iov, iovcnt, deadline);
+}
+
+int
+tcpmsg_conn_write_all(struct tcpmsg_conn *c, const void *data, size_t n, int64_t deadline)
+{
+    struct iovec v = {unconst(data), n};
+    size_t len = 0;
+    int r = check_send(c, &v, 1, &len);
+    if (r < 0)
+        return r;
+    struct frame_parts f = {NULL, 0, &v, 1, 0, 0, NULL, 0};
+    return send_frame(c, &f, len, false, deadline);
+}
+
+size_t
+tcpmsg_conn_output(const struct tcpmsg_conn *c, const void **data)
+{
+    if (data)
+        *data = NULL;
+    if (!c)
+        return 0;
+    size_t n = c->slen - c->spos;
+    if (data && n)
+        *data = c->sbuf + c->spos;
+    return n;
+}
+
+int
+tcpmsg_conn_output_done(struct tcpmsg_conn *c, size_t n)
+{
+    if (!c || c->fd >= 0 || n > c->slen - c->spos)
+        return -EINVAL;
+    output_written(c, n);
+    return 0;
+}
+
+/* ---- life cycle ------------------------------------------------------------------------- */
+
+int
+tcpmsg_conn_open(struct tcpmsg_conn **out, int fd, const struct tcpmsg_codec *codec,
+                 const struct tcpmsg_conn_opts *opts)
+{
+    static const struct tcpmsg_conn_opts defaults;
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!opts)
+        opts = &defaults;
+    if ((codec && tcpmsg_codec_kind(codec) == 0) || fd < -1 ||
+        (opts->flush != TCPMSG_FLUSH_EACH && opts->flush != TCPMSG_FLUSH_BATCH) ||
+        opts->recv_buffer > READ_EXACT_MAX || opts->send_buffer > READ_EXACT_MAX)
+        return -EINVAL;
+    if (fd >= 0) {
+        int type;
+        socklen_t len = sizeof type;
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+            return -errno;
+        if (type != SOCK_STREAM)
+            return -ENOTSOCK;
+    }
+    struct tcpmsg_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->fd = fd;
+    if (codec) {
+        c->codec = *codec;
+        c->has_codec = true;
+    }
+    tcpmsg_decoder_init(&c->dec);
+    tcpmsg_decoder_init(&c->rawdec);
+    c->recv_buffer = opts->recv_buffer ? opts->recv_buffer : DEFAULT_RECV_BUFFER;
+    c->send_buffer = opts->send_buffer ? opts->send_buffer : DEFAULT_SEND_BUFFER;
+    c->copy_max = opts->copy_max ? opts->copy_max : DEFAULT_COPY_MAX;
+    c->max_output = opts->max_output ? opts->max_output : DEFAULT_MAX_OUTPUT;
+    c->flush = opts->flush;
+    c->rlimit = max_size(codec ? tcpmsg_codec_max_frame(codec) : 0, c->recv_buffer);
+    *out = c;
+    return 0;
+}
+
+int
+tcpmsg_conn_connect(struct tcpmsg_conn **out, const char *host, const char *service,
+                    const struct tcpmsg_codec *codec, const struct tcpmsg_conn_opts *opts,
+                    int64_t deadline)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    int fd = tcpmsg_sock_connect(host, service, NULL, deadline);
+    if (fd < 0)
+        return fd;
+    int r = tcpmsg_conn_open(out, fd, codec, opts);
+    if (r < 0)
+        tcpmsg__close_quietly(fd);
+    return r;
+}
+
+int
+tcpmsg_conn_accept(struct tcpmsg_conn **out, int lfd, struct tcpmsg_addr *peer,
+                   const struct tcpmsg_codec *codec, const struct tcpmsg_conn_opts *opts,
+                   int64_t deadline)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    int fd = tcpmsg_sock_accept(lfd, NULL, peer, deadline);
+    if (fd < 0)
+        return fd;
+    int r = tcpmsg_conn_open(out, fd, codec, opts);
+    if (r < 0)
+        tcpmsg__close_quietly(fd);
+    return r;
+}
+
+int
+tcpmsg_conn_fd(const struct tcpmsg_conn *c)
+{
+    return c ? c->fd : -1;
+}
+
+int
+tcpmsg_conn_error(const struct tcpmsg_conn *c)
+{
+    if (!c)
+        return -EINVAL;
+    return c->rerr ? c->rerr : c->werr;
+}
+
+void
+tcpmsg_conn_stats(const struct tcpmsg_conn *c, struct tcpmsg_conn_stats *out)
+{
+    if (!out)
+        return;
+    if (c)
+        *out = c->st;
+    else
+        memset(out, 0, sizeof *out);
+}
+
+size_t
+tcpmsg_conn_buffered(const struct tcpmsg_conn *c)
+{
+    return c ? c->rlen - c->rpos - c->deliver : 0;
+}
+
+int
+tcpmsg_conn_shutdown(struct tcpmsg_conn *c, int64_t deadline)
+{
+    if (!c)
+        return -EINVAL;
+    int r = tcpmsg_conn_flush(c, deadline);
+    if (r < 0)
+        return r;
+    if (c->fd >= 0 && !c->wr_shut) {
+        if (shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN)
+            return -errno;
+    }
+    c->wr_shut = true;
+    return 0;
+}
+
+static void
+destroy(struct tcpmsg_conn *c)
+{
+    free(c->rbuf);
+    free(c->sbuf);
+    free(c);
+}
+
+int
+tcpmsg_conn_close(struct tcpmsg_conn *c, int64_t deadline)
+{
+    if (!c)
+        return 0;
+    int r = 0;
+    if (c->fd >= 0) {
+        r = tcpmsg_conn_shutdown(c, deadline);
+        /* Read until the peer's end of stream: closing with unread data would make the
+         * kernel reset the connection and could destroy the last reply in flight. */
+        if (r == 0 && (c->rerr == 0 || c->rerr == TCPMSG_EOF || c->rerr == -EPROTO ||
+                       c->rerr == -EMSGSIZE)) {
+            while (!c->eof) {
+                c->rpos = c->rlen = c->deliver = 0;
+                ptrdiff_t n = fill(c, c->recv_buffer, deadline);
+                if (n < 0) {
+                    r = (int)n;
+                    break;
+                }
+            }
+        }
+        tcpmsg_sock_close(c->fd);
+    }
+    destroy(c);
+    return r;
+}
+
+void
+tcpmsg_conn_reset(struct tcpmsg_conn *c)
+{
+    if (!c)
+        return;
+    tcpmsg_sock_reset(c->fd);
+    destroy(c);
+}
+
+int
+tcpmsg_conn_detach(struct tcpmsg_conn *c, void **rest, size_t *rest_len)
+{
+    if (rest)
+        *rest = NULL;
+    if (rest_len)
+        *rest_len = 0;
+    if (!c || !rest || !rest_len)
+        return -EINVAL;
+    if (c->slen > c->spos)
+        return -EBUSY;
+    consume_delivered(c);
+    size_t n = c->rlen - c->rpos;
+    if (n) {
+        memmove(c->rbuf, c->rbuf + c->rpos, n);
+        *rest = c->rbuf;
+        *rest_len = n;
+        c->rbuf = NULL;
+    }
+    int fd = c->fd;
+    destroy(c);
+    return fd;
+}

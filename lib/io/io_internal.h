@@ -1,0 +1,22 @@
+/* Helpers shared by the io layer's files. Not installed. */
+#ifndef TCPMSG_IO_INTERNAL_H
+#define TCPMSG_IO_INTERNAL_H
+
+#include <errno.h>
+#include <stdint.h>
+
+/* Closes fd without disturbing errno (cleanup paths report the first error, not close's). */
+void tcpmsg__close_quietly(int fd);
+
+/* Waits until fd is ready for `events` (POLLIN / POLLOUT) or the deadline passes.
+ * Returns the revents (> 0), -ETIMEDOUT, or a negated errno. EINTR is retried with the
+ * time that is left. */
+int tcpmsg__wait_fd(int fd, short events, int64_t deadline);
+
+/* Sets or clears O_NONBLOCK. Returns the previous flags (>= 0) or a negated errno. */
+int tcpmsg__set_nonblock(int fd, int on);
+
+/* Maps a getaddrinfo() error (with errno for EAI_SYSTEM) to the library's codes. */
+int tcpmsg__eai_error(int eai, int saved_errno);
+
+#endif

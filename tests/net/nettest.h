@@ -1,0 +1,64 @@
+/* Helpers of the network test programs: loopback only, port 0 only, no sleeps. */
+#ifndef TCPMSG_NETTEST_H
+#define TCPMSG_NETTEST_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "testutil.h"
+#include "tcpmsg.h"
+
+/* Open file descriptors of this process (/proc/self/fd). */
+int nt_fd_count(void);
+/* Checked fixture: every test must leave as many fds open as it found. */
+void nt_fd_setup(void);
+void nt_fd_teardown(void);
+
+/* A listener on host (e.g. "127.0.0.1", "::1", NULL = wildcard) and port 0; *port
+ * receives the port chosen and *service its text (a static buffer per call slot 0..3). */
+int nt_listen(const char *host, int *port);
+const char *nt_service(int port);
+
+/* A connected loopback pair over host ("127.0.0.1" or "::1"). */
+void nt_pair(const char *host, int *client, int *server);
+/* The same with the kernel's smallest send and receive buffers on both ends, set before
+ * the handshake: every large write is partial. */
+void nt_pair_tiny(const char *host, int *client, int *server);
+
+/* Deterministic test bytes; the letters variant never contains '\r' or '\n'. */
+void nt_fill(uint8_t *p, size_t n, uint32_t seed);
+void nt_fill_letters(uint8_t *p, size_t n, uint32_t seed);
+
+/* A thread running fn(arg); nt_join returns what fn returned. */
+struct nt_thread {
+    pthread_t t;
+};
+void nt_start(struct nt_thread *t, void *(*fn)(void *), void *arg);
+void *nt_join(struct nt_thread *t);
+
+/* Writes everything with plain blocking send(MSG_NOSIGNAL); false on error. */
+bool nt_send_all(int fd, const void *p, size_t n);
+/* Reads exactly n bytes; false on error or end of stream. */
+bool nt_recv_all(int fd, void *p, size_t n);
+/* Reads until end of stream; returns the byte count, or -errno. */
+long nt_drain(int fd);
+
+/* A listener nobody accepts from whose queue is full: connecting to it never completes
+ * (the kernel drops the SYNs), the loopback stand-in for an address that does not
+ * answer. *fds receives the connections that filled the queue (close them after). */
+struct nt_blackhole {
+    int lfd;
+    int port;
+    int fill[8];
+    int nfill;
+};
+void nt_blackhole_open(struct nt_blackhole *b, const char *host);
+void nt_blackhole_close(struct nt_blackhole *b);
+
+/* A port on host on which connections are refused (a bound socket that does not listen;
+ * keep *holder open for as long as the port must stay refused). */
+int nt_refusing_port(const char *host, int *holder);
+
+#endif
