@@ -163,6 +163,13 @@ END_TEST
 
 START_TEST(accept_out_of_fds_drops_with_reserve)
 {
+    if (getenv("TCPMSG_VALGRIND")) {
+        /* valgrind emulates RLIMIT_NOFILE by closing what the kernel accepted above the
+         * limit, so the kernel's queue is not what this test observes. The default and
+         * sanitizer runs cover it. */
+        fprintf(stderr, "accept_out_of_fds_drops_with_reserve: not run under valgrind\n");
+        return;
+    }
     int port;
     int lfd = nt_listen("127.0.0.1", &port);
     int reserve = tcpmsg_sock_reserve();
