@@ -107,7 +107,8 @@ make_room(struct tcpmsg_conn *c, size_t limit)
     size_t used = c->rlen - c->rpos;
     /* Slide the unconsumed bytes to the front when the free tail has become too small for a
      * large read and sliding them is cheap compared to what it gains. */
-    if (c->rpos > 0 && (c->rlen == c->rcap || (c->rcap - c->rlen < c->rcap / 4 && used < c->rcap / 4))) {
+    if (c->rpos > 0 &&
+        (c->rlen == c->rcap || (c->rcap - c->rlen < c->rcap / 4 && used < c->rcap / 4))) {
         memmove(c->rbuf, c->rbuf + c->rpos, used);
         c->rpos = 0;
         c->rlen = used;
@@ -267,8 +268,8 @@ tcpmsg_conn_read_until(struct tcpmsg_conn *c, const void *delim, size_t delim_le
     consume_delivered(c);
     for (;;) {
         if (c->rlen > c->rpos) {
-            ptrdiff_t n = tcpmsg_codec_decode(&c->raw, &c->rawdec, c->rbuf + c->rpos,
-                                              c->rlen - c->rpos, out);
+            ptrdiff_t n =
+                tcpmsg_codec_decode(&c->raw, &c->rawdec, c->rbuf + c->rpos, c->rlen - c->rpos, out);
             if (n > 0) {
                 deliver(c, (size_t)n);
                 reset_scans(c, true, false);
@@ -596,8 +597,8 @@ check_send(struct tcpmsg_conn *c, const struct iovec *iov, int iovcnt, size_t *t
 
 /* Frames and sends a message; fields (offset + suffix header bytes) are optional. */
 static int
-send_message(struct tcpmsg_conn *c, const void *fields, size_t fields_len,
-             const struct iovec *iov, int iovcnt, int64_t deadline)
+send_message(struct tcpmsg_conn *c, const void *fields, size_t fields_len, const struct iovec *iov,
+             int iovcnt, int64_t deadline)
 {
     size_t len = 0;
     int r = check_send(c, iov, iovcnt, &len);
@@ -631,7 +632,7 @@ send_message(struct tcpmsg_conn *c, const void *fields, size_t fields_len,
                c->codec.suffix);
     }
     (void)fields_len;
-    struct frame_parts f = {enc.head, enc.head_len, iov,         iovcnt,
+    struct frame_parts f = {enc.head,    enc.head_len, iov,      iovcnt,
                             enc.pad_len, enc.pad_byte, enc.tail, enc.tail_len};
     return send_frame(c, &f, enc.head_len + len + enc.pad_len + enc.tail_len, true, deadline);
 }
@@ -836,8 +837,8 @@ tcpmsg_conn_close(struct tcpmsg_conn *c, int64_t deadline)
         r = tcpmsg_conn_shutdown(c, deadline);
         /* Read until the peer's end of stream: closing with unread data would make the
          * kernel reset the connection and could destroy the last reply in flight. */
-        if (r == 0 && (c->rerr == 0 || c->rerr == TCPMSG_EOF || c->rerr == -EPROTO ||
-                       c->rerr == -EMSGSIZE)) {
+        if (r == 0 &&
+            (c->rerr == 0 || c->rerr == TCPMSG_EOF || c->rerr == -EPROTO || c->rerr == -EMSGSIZE)) {
             while (!c->eof) {
                 c->rpos = c->rlen = c->deliver = 0;
                 ptrdiff_t n = fill(c, c->recv_buffer, deadline);

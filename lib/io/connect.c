@@ -29,8 +29,8 @@ start_attempt(const struct tcpmsg_addr *a, const struct tcpmsg_connect_opts *o, 
     if (r == 0 && (o->bind_host || o->bind_service)) {
         struct tcpmsg_addr local;
         enum tcpmsg_family fam = (enum tcpmsg_family)tcpmsg_addr_family(a);
-        r = tcpmsg_addr_resolve(o->bind_host, o->bind_service, fam, TCPMSG_RESOLVE_PASSIVE,
-                                &local, 1);
+        r = tcpmsg_addr_resolve(o->bind_host, o->bind_service, fam, TCPMSG_RESOLVE_PASSIVE, &local,
+                                1);
         if (r > 0) {
             /* Concurrent attempts may share the local port; so may a quick reconnect. */
             int one = 1;
@@ -89,8 +89,7 @@ tcpmsg_sock_connect_addr(const struct tcpmsg_addr *addrs, size_t n,
         bool may_start = next < n && npend < MAX_INFLIGHT &&
                          (npend == 0 || (delay > 0 && tcpmsg_now_ms() >= next_start));
         if (may_start) {
-            if (deadline >= 0 && tcpmsg_deadline_left(deadline) == 0 && npend == 0 &&
-                next > 0) {
+            if (deadline >= 0 && tcpmsg_deadline_left(deadline) == 0 && npend == 0 && next > 0) {
                 first_err = -ETIMEDOUT;
                 break;
             }

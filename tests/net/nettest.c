@@ -202,7 +202,8 @@ int
 nt_refusing_port(const char *host, int *holder)
 {
     struct tcpmsg_addr a;
-    ck_assert_int_eq(tcpmsg_addr_resolve(host, "0", TCPMSG_FAMILY_ANY, TCPMSG_RESOLVE_NUMERIC, &a, 1), 1);
+    ck_assert_int_eq(
+        tcpmsg_addr_resolve(host, "0", TCPMSG_FAMILY_ANY, TCPMSG_RESOLVE_NUMERIC, &a, 1), 1);
     int fd = socket(a.u.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     ck_assert_int_ge(fd, 0);
     ck_assert_int_eq(bind(fd, &a.u.sa, a.len), 0);

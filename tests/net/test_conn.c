@@ -22,8 +22,8 @@ struct echo {
     int lfd;
     struct tcpmsg_codec codec;
     struct tcpmsg_conn_opts opts;
-    int end;                      /* what recv returned at the end */
-    struct tcpmsg_conn_stats st;  /* the server side's counters */
+    int end;                     /* what recv returned at the end */
+    struct tcpmsg_conn_stats st; /* the server side's counters */
 };
 
 static void *
@@ -120,7 +120,8 @@ struct rt_case {
 };
 
 static const struct rt_case rt_cases[] = {
-    {"length", TCPMSG_CODEC_LENGTH, .sizes = {0, 1, 100, 16383, 16384, 16385, 196615, MiB, 16 * MiB}, .nsizes = 9},
+    {"length", TCPMSG_CODEC_LENGTH,
+     .sizes = {0, 1, 100, 16383, 16384, 16385, 196615, MiB, 16 * MiB}, .nsizes = 9},
     {"varint", TCPMSG_CODEC_LENGTH, .len = {.varint = true, .max_payload = MiB},
      .sizes = {0, 127, 128, 16385, MiB}, .nsizes = 5},
     {"u16le", TCPMSG_CODEC_LENGTH, .len = {.width = 2, .little_endian = true},
@@ -138,7 +139,7 @@ static const struct rt_case rt_cases[] = {
 static void
 init_case(const struct rt_case *k, struct tcpmsg_codec *codec)
 {
-    int r = k->kind == TCPMSG_CODEC_LENGTH ? tcpmsg_codec_init_length(codec, &k->len)
+    int r = k->kind == TCPMSG_CODEC_LENGTH  ? tcpmsg_codec_init_length(codec, &k->len)
             : k->kind == TCPMSG_CODEC_DELIM ? tcpmsg_codec_init_delim(codec, &k->delim)
                                             : tcpmsg_codec_init_fixed(codec, &k->fixed);
     ck_assert_int_eq(r, 0);
@@ -155,9 +156,8 @@ START_TEST(roundtrip_every_codec)
     nt_start(&t, echo_main, &e);
 
     struct tcpmsg_conn *c;
-    ck_assert_int_eq(tcpmsg_conn_connect(&c, "127.0.0.1", nt_service(port), &e.codec, NULL,
-                                         LONG_WAIT),
-                     0);
+    ck_assert_int_eq(
+        tcpmsg_conn_connect(&c, "127.0.0.1", nt_service(port), &e.codec, NULL, LONG_WAIT), 0);
     uint8_t *buf = malloc(16 * MiB + 1);
     for (size_t i = 0; i < k->nsizes; i++) {
         size_t n = k->sizes[i];
@@ -194,9 +194,9 @@ START_TEST(sendv_and_header_fields)
 {
     /* [type:1][len:4][flags:1] payload */
     struct tcpmsg_codec codec;
-    ck_assert_int_eq(tcpmsg_codec_init_length(&codec, &(struct tcpmsg_length_config){
-                                                          .offset = 1, .suffix = 1}),
-                     0);
+    ck_assert_int_eq(
+        tcpmsg_codec_init_length(&codec, &(struct tcpmsg_length_config){.offset = 1, .suffix = 1}),
+        0);
     int peer;
     struct tcpmsg_conn *c = conn_pair(&codec, NULL, &peer);
     char hel[] = "hel", none[] = "", lo[] = "lo";
@@ -205,7 +205,8 @@ START_TEST(sendv_and_header_fields)
     ck_assert_int_eq(tcpmsg_conn_sendv(c, v, 3, LONG_WAIT), 0);
     uint8_t got[22];
     ck_assert(nt_recv_all(peer, got, 22));
-    ck_assert_int_eq(memcmp(got, "\x07\x00\x00\x00\x05\x80hello\x00\x00\x00\x00\x05\x00hello", 22), 0);
+    ck_assert_int_eq(memcmp(got, "\x07\x00\x00\x00\x05\x80hello\x00\x00\x00\x00\x05\x00hello", 22),
+                     0);
     ck_assert_int_eq(tcpmsg_conn_send_fields(c, "\x07", 1, v, 3, LONG_WAIT), -EINVAL);
     ck_assert_int_eq(tcpmsg_conn_sendv(c, v, -1, LONG_WAIT), -EINVAL);
 
@@ -221,9 +222,9 @@ START_TEST(sendv_and_header_fields)
     /* Fields need a length codec; a delimiter codec joins the pieces and still refuses a
      * delimiter split across two of them. */
     struct tcpmsg_codec crlf;
-    ck_assert_int_eq(tcpmsg_codec_init_delim(&crlf, &(struct tcpmsg_delim_config){
-                                                        .mode = TCPMSG_DELIM_CRLF}),
-                     0);
+    ck_assert_int_eq(
+        tcpmsg_codec_init_delim(&crlf, &(struct tcpmsg_delim_config){.mode = TCPMSG_DELIM_CRLF}),
+        0);
     int p2;
     struct tcpmsg_conn *d = conn_pair(&crlf, NULL, &p2);
     ck_assert_int_eq(tcpmsg_conn_send_fields(d, "", 0, v, 3, LONG_WAIT), -EINVAL);
@@ -279,7 +280,8 @@ START_TEST(ten_thousand_pipelined)
     tcpmsg_conn_stats(c, &st);
     ck_assert_uint_eq(st.msgs_in, N);
     ck_assert_uint_eq(st.bytes_in, total);
-    ck_assert_msg(st.reads <= N / 20, "%llu reads for %d messages", (unsigned long long)st.reads, N);
+    ck_assert_msg(st.reads <= N / 20, "%llu reads for %d messages", (unsigned long long)st.reads,
+                  N);
     tcpmsg_conn_close(c, LONG_WAIT);
     close(peer);
 
@@ -317,7 +319,8 @@ START_TEST(batch_flushes_before_waiting)
     nt_start(&t, echo_main, &e);
     struct tcpmsg_conn *c;
     struct tcpmsg_conn_opts batch = {.flush = TCPMSG_FLUSH_BATCH};
-    ck_assert_int_eq(tcpmsg_conn_connect(&c, "::1", nt_service(port), &e.codec, &batch, LONG_WAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_connect(&c, "::1", nt_service(port), &e.codec, &batch, LONG_WAIT),
+                     0);
     for (int i = 0; i < 100; i++) {
         ck_assert_int_eq(tcpmsg_conn_send(c, &i, sizeof i, LONG_WAIT), 0);
         ck_assert_uint_gt(tcpmsg_conn_output(c, NULL), 0); /* queued, not written */
@@ -339,7 +342,8 @@ START_TEST(peer_writes_one_byte_at_a_time)
 {
     struct tcpmsg_codec codecs[2];
     tcpmsg_codec_init_length(&codecs[0], NULL);
-    tcpmsg_codec_init_delim(&codecs[1], &(struct tcpmsg_delim_config){.delim = "<END>", .delim_len = 5});
+    tcpmsg_codec_init_delim(&codecs[1],
+                            &(struct tcpmsg_delim_config){.delim = "<END>", .delim_len = 5});
     for (int k = 0; k < 2; k++) {
         enum { N = 20 };
         uint8_t data[N][300], *payloads[N];
@@ -463,7 +467,8 @@ START_TEST(clean_eof_and_eof_inside_a_frame)
     close(peer);
 
     /* Ends mid-header, mid-payload: -EPROTO, sticky. */
-    const char *cuts[] = {"\0\0", "\0\0\0\x64" "0123456789"};
+    const char *cuts[] = {"\0\0", "\0\0\0\x64"
+                                  "0123456789"};
     size_t cut_len[] = {2, 14};
     for (int i = 0; i < 2; i++) {
         c = conn_pair(&codec, NULL, &peer);
@@ -522,7 +527,10 @@ START_TEST(oversized_header_refused_at_once)
     struct tcpmsg_conn *c = conn_pair(&codec, NULL, &peer);
     /* The peer announces 4 GiB - 1 and keeps the connection open: the answer cannot wait
      * for the payload. */
-    ck_assert(nt_send_all(peer, "\xff\xff\xff\xff" "abc", 7));
+    ck_assert(nt_send_all(peer,
+                          "\xff\xff\xff\xff"
+                          "abc",
+                          7));
     struct tcpmsg_frame f;
     ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), -EMSGSIZE);
     ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), -EMSGSIZE);
@@ -651,7 +659,8 @@ START_TEST(raw_helpers)
 
     /* Timeouts consume nothing, the search resumes. */
     ck_assert(nt_send_all(peer, "abc\r", 4));
-    ck_assert_int_eq(tcpmsg_conn_read_until(c, "\r\n", 2, 100, &f, tcpmsg_deadline_in(10)), -ETIMEDOUT);
+    ck_assert_int_eq(tcpmsg_conn_read_until(c, "\r\n", 2, 100, &f, tcpmsg_deadline_in(10)),
+                     -ETIMEDOUT);
     ck_assert_int_eq(tcpmsg_conn_read_exact(c, body, 6, tcpmsg_deadline_in(10)), -ETIMEDOUT);
     ck_assert_uint_eq(tcpmsg_conn_buffered(c), 4);
     ck_assert(nt_send_all(peer, "\nxyz", 4));
@@ -746,7 +755,8 @@ START_TEST(sans_io_feed_and_output)
     tcpmsg_conn_close(c, TCPMSG_NOWAIT);
 
     /* Feeding more than twice the largest frame without taking frames out: refused. */
-    ck_assert_int_eq(tcpmsg_conn_open(&c, -1, &codec, &(struct tcpmsg_conn_opts){.recv_buffer = 1000}), 0);
+    ck_assert_int_eq(
+        tcpmsg_conn_open(&c, -1, &codec, &(struct tcpmsg_conn_opts){.recv_buffer = 1000}), 0);
     ck_assert_int_eq(tcpmsg_conn_feed(c, stream, 65537 * 2 + 1), -ENOBUFS);
     ck_assert_int_eq(tcpmsg_conn_feed(c, stream, 1000), 0);
     ck_assert_uint_eq(tcpmsg_conn_buffered(c), 1000);
@@ -780,7 +790,8 @@ START_TEST(driven_by_poll)
     size_t total;
     uint8_t *stream = encode_stream(&codec, payloads, lens, N, &total);
     int peer;
-    struct tcpmsg_conn *c = conn_pair(&codec, &(struct tcpmsg_conn_opts){.recv_buffer = 4096}, &peer);
+    struct tcpmsg_conn *c =
+        conn_pair(&codec, &(struct tcpmsg_conn_opts){.recv_buffer = 4096}, &peer);
     ck_assert_int_eq(tcpmsg_sock_set_nonblocking(tcpmsg_conn_fd(c), true), 0);
     struct writer w = {.fd = peer, .p = stream, .n = total, .chunk = 1000};
     struct nt_thread t;
@@ -822,7 +833,8 @@ START_TEST(open_ownership_and_detach)
     close(udp);
     struct tcpmsg_codec bad = {0};
     ck_assert_int_eq(tcpmsg_conn_open(&c, -1, &bad, NULL), -EINVAL);
-    ck_assert_int_eq(tcpmsg_conn_open(&c, -1, &codec, &(struct tcpmsg_conn_opts){.flush = 7}), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_open(&c, -1, &codec, &(struct tcpmsg_conn_opts){.flush = 7}),
+                     -EINVAL);
     ck_assert_int_eq(tcpmsg_conn_open(NULL, -1, &codec, NULL), -EINVAL);
     ck_assert_int_eq(tcpmsg_conn_open(&c, -2, &codec, NULL), -EINVAL);
     ck_assert_int_eq(tcpmsg_conn_close(NULL, 0), 0);
@@ -892,7 +904,9 @@ START_TEST(orderly_shutdown_and_close)
     struct tcpmsg_codec codec;
     tcpmsg_codec_init_length(&codec, NULL);
     struct tcpmsg_conn *c;
-    ck_assert_int_eq(tcpmsg_conn_open(&c, a, &codec, &(struct tcpmsg_conn_opts){.flush = TCPMSG_FLUSH_BATCH}), 0);
+    ck_assert_int_eq(
+        tcpmsg_conn_open(&c, a, &codec, &(struct tcpmsg_conn_opts){.flush = TCPMSG_FLUSH_BATCH}),
+        0);
     for (int i = 0; i < 1000; i++)
         ck_assert_int_eq(tcpmsg_conn_send(c, &i, sizeof i, LONG_WAIT), 0);
     ck_assert_int_eq(tcpmsg_conn_shutdown(c, LONG_WAIT), 0); /* flushes, then half-closes */
@@ -909,7 +923,9 @@ START_TEST(orderly_shutdown_and_close)
     nt_pair("127.0.0.1", &a, &b);
     k = (struct closer){.fd = b};
     nt_start(&t, count_then_reply_main, &k);
-    ck_assert_int_eq(tcpmsg_conn_open(&c, a, &codec, &(struct tcpmsg_conn_opts){.flush = TCPMSG_FLUSH_BATCH}), 0);
+    ck_assert_int_eq(
+        tcpmsg_conn_open(&c, a, &codec, &(struct tcpmsg_conn_opts){.flush = TCPMSG_FLUSH_BATCH}),
+        0);
     for (int i = 0; i < 1000; i++)
         ck_assert_int_eq(tcpmsg_conn_send(c, &i, sizeof i, LONG_WAIT), 0);
     ck_assert_int_eq(tcpmsg_conn_close(c, LONG_WAIT), 0);
@@ -939,7 +955,8 @@ START_TEST(receive_buffer_grows_and_shrinks)
     struct tcpmsg_codec codec;
     tcpmsg_codec_init_length(&codec, NULL);
     int peer;
-    struct tcpmsg_conn *c = conn_pair(&codec, &(struct tcpmsg_conn_opts){.recv_buffer = 1024}, &peer);
+    struct tcpmsg_conn *c =
+        conn_pair(&codec, &(struct tcpmsg_conn_opts){.recv_buffer = 1024}, &peer);
     /* A 3 MiB message then a small one: the big one is delivered whole. */
     size_t n = 3 * MiB;
     uint8_t *big = malloc(n + 4);

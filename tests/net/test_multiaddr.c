@@ -86,8 +86,10 @@ main(void)
 {
     int r = private_hosts();
     if (r < 0) {
-        fprintf(stderr, "test_multiaddr: skipped: cannot set up a private /etc/hosts (%s); "
-                        "run as root to include this test\n", tcpmsg_strerror(r));
+        fprintf(stderr,
+                "test_multiaddr: skipped: cannot set up a private /etc/hosts (%s); "
+                "run as root to include this test\n",
+                tcpmsg_strerror(r));
         return 77;
     }
     Suite *s = suite_create("multiaddr");

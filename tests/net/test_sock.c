@@ -196,8 +196,7 @@ START_TEST(accept_out_of_fds_drops_with_reserve)
     /* Without a reserve: reported, and the connection stays queued. */
     ck_assert_int_eq(tcpmsg_sock_accept(lfd, NULL, NULL, TCPMSG_NOWAIT), -EMFILE);
     /* With one: reported, and the oldest queued connection is taken off and closed. */
-    ck_assert_int_eq(tcpmsg_sock_accept(lfd, &reserve, NULL, tcpmsg_deadline_in(5000)),
-                     -EMFILE);
+    ck_assert_int_eq(tcpmsg_sock_accept(lfd, &reserve, NULL, tcpmsg_deadline_in(5000)), -EMFILE);
     ck_assert_int_ge(reserve, 0); /* reopened */
     char b;
     ck_assert_int_eq(recv(c1, &b, 1, 0), 0); /* c1 was dropped: end of stream */
@@ -221,9 +220,9 @@ START_TEST(connect_refused)
 {
     int holder;
     int port = nt_refusing_port("127.0.0.1", &holder);
-    ck_assert_int_eq(tcpmsg_sock_connect("127.0.0.1", nt_service(port), NULL,
-                                         tcpmsg_deadline_in(5000)),
-                     -ECONNREFUSED);
+    ck_assert_int_eq(
+        tcpmsg_sock_connect("127.0.0.1", nt_service(port), NULL, tcpmsg_deadline_in(5000)),
+        -ECONNREFUSED);
     close(holder);
     ck_assert_int_eq(tcpmsg_sock_connect("127.0.0.1", "", NULL, TCPMSG_FOREVER), -EINVAL);
     ck_assert_int_eq(tcpmsg_sock_connect_addr(NULL, 0, NULL, TCPMSG_FOREVER), -EINVAL);
@@ -271,9 +270,9 @@ START_TEST(connect_deadline_on_silent_address)
     nt_blackhole_open(&bh, "127.0.0.1");
     /* Sequential: the one address never answers, the deadline decides. */
     struct tcpmsg_connect_opts seq = {.attempt_delay_ms = -1};
-    ck_assert_int_eq(tcpmsg_sock_connect("127.0.0.1", nt_service(bh.port), &seq,
-                                         tcpmsg_deadline_in(50)),
-                     -ETIMEDOUT);
+    ck_assert_int_eq(
+        tcpmsg_sock_connect("127.0.0.1", nt_service(bh.port), &seq, tcpmsg_deadline_in(50)),
+        -ETIMEDOUT);
     ck_assert_int_eq(tcpmsg_sock_connect("127.0.0.1", nt_service(bh.port), NULL, TCPMSG_NOWAIT),
                      -ETIMEDOUT);
     nt_blackhole_close(&bh);
@@ -340,8 +339,9 @@ START_TEST(connect_binds_local_address)
     close(lfd);
 
     o = (struct tcpmsg_connect_opts){.bind_host = "192.0.2.1"}; /* not a local address */
-    ck_assert_int_eq(tcpmsg_sock_connect("127.0.0.1", nt_service(port), &o, tcpmsg_deadline_in(5000)),
-                     -EADDRNOTAVAIL);
+    ck_assert_int_eq(
+        tcpmsg_sock_connect("127.0.0.1", nt_service(port), &o, tcpmsg_deadline_in(5000)),
+        -EADDRNOTAVAIL);
 }
 END_TEST
 

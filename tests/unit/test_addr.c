@@ -36,7 +36,8 @@ START_TEST(split)
 {
     char host[64], port[16];
     for (size_t i = 0; i < sizeof split_ok / sizeof split_ok[0]; i++) {
-        ck_assert_msg(tcpmsg_addr_split(split_ok[i].text, host, sizeof host, port, sizeof port) == 0,
+        ck_assert_msg(tcpmsg_addr_split(split_ok[i].text, host, sizeof host, port, sizeof port) ==
+                          0,
                       "%s", split_ok[i].text);
         ck_assert_str_eq(host, split_ok[i].host);
         ck_assert_str_eq(port, split_ok[i].port);
@@ -58,7 +59,7 @@ END_TEST
 
 /* Text that parses and formats back to itself. */
 static const char *roundtrip[] = {
-    "127.0.0.1:8080", "0.0.0.0:0", "255.255.255.255:65535", "[::1]:8080", "[::]:1",
+    "127.0.0.1:8080",       "0.0.0.0:0",         "255.255.255.255:65535", "[::1]:8080", "[::]:1",
     "[::ffff:10.0.0.1]:80", "[2001:db8::1]:443", "[fe80::1%lo]:22",
 };
 
@@ -90,7 +91,7 @@ START_TEST(parse_format)
     ck_assert_int_eq(tcpmsg_addr_parse("10.1.2.3", &a), 0);
     ck_assert_int_eq(tcpmsg_addr_family(&a), TCPMSG_FAMILY_V4);
 
-    const char *bad[] = {"localhost:80", "1.2.3.4:65536", "1.2.3.4:http", "[1.2.3.4]:80",
+    const char *bad[] = {"localhost:80", "1.2.3.4:65536", "1.2.3.4:http",      "[1.2.3.4]:80",
                          "1.2.3:80",     "[::1%]:80",     "[::1%nosuchif0]:1", "",
                          "1.2.3.4:-1",   "[::g]:1",       "1.2.3.4:000080"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -139,13 +140,15 @@ START_TEST(resolve)
     tcpmsg_addr_format(&a[0], out, sizeof out);
     ck_assert_str_eq(out, "[::1]:80");
     /* The wildcard when passive, loopback otherwise. */
-    ck_assert_int_ge(tcpmsg_addr_resolve(NULL, "7", TCPMSG_FAMILY_V6, TCPMSG_RESOLVE_PASSIVE, a, 8), 1);
+    ck_assert_int_ge(tcpmsg_addr_resolve(NULL, "7", TCPMSG_FAMILY_V6, TCPMSG_RESOLVE_PASSIVE, a, 8),
+                     1);
     tcpmsg_addr_format(&a[0], out, sizeof out);
     ck_assert_str_eq(out, "[::]:7");
     ck_assert_int_ge(tcpmsg_addr_resolve("", "7", TCPMSG_FAMILY_V4, 0, a, 8), 1);
     tcpmsg_addr_format(&a[0], out, sizeof out);
     ck_assert_str_eq(out, "127.0.0.1:7");
-    ck_assert_int_ge(tcpmsg_addr_resolve(NULL, NULL, TCPMSG_FAMILY_V4, TCPMSG_RESOLVE_PASSIVE, a, 8), 1);
+    ck_assert_int_ge(
+        tcpmsg_addr_resolve(NULL, NULL, TCPMSG_FAMILY_V4, TCPMSG_RESOLVE_PASSIVE, a, 8), 1);
     tcpmsg_addr_format(&a[0], out, sizeof out);
     ck_assert_str_eq(out, "0.0.0.0:0");
     /* A name from /etc/hosts. */
@@ -156,14 +159,16 @@ START_TEST(resolve)
     ck_assert_int_eq(tcpmsg_addr_resolve("localhost", "9", TCPMSG_FAMILY_ANY, 0, a, 1), 1);
 
     /* Failures, each with its own code. */
-    ck_assert_int_eq(tcpmsg_addr_resolve("localhost", "9", TCPMSG_FAMILY_ANY,
-                                         TCPMSG_RESOLVE_NUMERIC, a, 8),
-                     TCPMSG_EAI_NONAME);
-    ck_assert_int_eq(tcpmsg_addr_resolve("127.0.0.1", "no-such-service-x", TCPMSG_FAMILY_ANY, 0, a, 8),
-                     TCPMSG_EAI_SERVICE);
+    ck_assert_int_eq(
+        tcpmsg_addr_resolve("localhost", "9", TCPMSG_FAMILY_ANY, TCPMSG_RESOLVE_NUMERIC, a, 8),
+        TCPMSG_EAI_NONAME);
+    ck_assert_int_eq(
+        tcpmsg_addr_resolve("127.0.0.1", "no-such-service-x", TCPMSG_FAMILY_ANY, 0, a, 8),
+        TCPMSG_EAI_SERVICE);
     int r = tcpmsg_addr_resolve("127.0.0.1", "1", TCPMSG_FAMILY_V6, 0, a, 8);
     ck_assert_msg(r == TCPMSG_EAI_ADDRFAMILY || r == TCPMSG_EAI_NONAME, "%s", tcpmsg_errname(r));
-    ck_assert_int_eq(tcpmsg_addr_resolve("[::1", "1", TCPMSG_FAMILY_ANY, 0, a, 8), TCPMSG_EAI_NONAME);
+    ck_assert_int_eq(tcpmsg_addr_resolve("[::1", "1", TCPMSG_FAMILY_ANY, 0, a, 8),
+                     TCPMSG_EAI_NONAME);
     ck_assert_int_eq(tcpmsg_addr_resolve("::1", "1", TCPMSG_FAMILY_ANY, 0, a, 0), -EINVAL);
     ck_assert_int_eq(tcpmsg_addr_resolve("::1", "1", TCPMSG_FAMILY_ANY, 0, NULL, 1), -EINVAL);
     ck_assert_int_eq(tcpmsg_addr_resolve("::1", "1", (enum tcpmsg_family)5, 0, a, 8), -EINVAL);
