@@ -9,6 +9,7 @@
  *   tcpmsg/addr.h      name resolution, address parsing and formatting, the 4-tuple
  *   tcpmsg/sock.h      listen (dual stack), accept, connect (Happy Eyeballs), options
  *   tcpmsg/conn.h      message connections: whole framed messages over a socket
+ *   tcpmsg/server.h    one handler, five server models (iterative ... epoll)
  */
 #ifndef TCPMSG_H
 #define TCPMSG_H
@@ -21,5 +22,6 @@
 #include "tcpmsg/addr.h"
 #include "tcpmsg/sock.h"
 #include "tcpmsg/conn.h"
+#include "tcpmsg/server.h"
 
 #endif /* TCPMSG_H */

@@ -61,9 +61,12 @@ struct tcpmsg_conn; /* opaque */
 /* When queued output is written to the socket. */
 enum tcpmsg_flush {
     TCPMSG_FLUSH_EACH = 0, /* every send writes its message before returning (default) */
-    TCPMSG_FLUSH_BATCH = 1 /* sends accumulate in the send buffer; it is written when full,
-                              by tcpmsg_conn_flush, and before any recv has to wait for the
-                              peer (so a request is never stuck behind its own reply) */
+    TCPMSG_FLUSH_BATCH = 1, /* sends accumulate in the send buffer; it is written when full,
+                               by tcpmsg_conn_flush, and before any recv has to wait for the
+                               peer (so a request is never stuck behind its own reply) */
+    TCPMSG_FLUSH_MANUAL = 2 /* sends only queue (never write, never wait, up to max_output);
+                               the owner writes with tcpmsg_conn_flush: what an event loop
+                               wants, so that a handler's send cannot block the loop */
 };
 
 /* Connection options; a zero-initialised struct (or NULL) gives the defaults. */
@@ -230,6 +233,13 @@ TCPMSG_API size_t tcpmsg_conn_output(const struct tcpmsg_conn *c, const void **d
 TCPMSG_API int tcpmsg_conn_output_done(struct tcpmsg_conn *c, size_t n);
 
 /* ---- state ------------------------------------------------------------------------------ */
+
+/*
+ * tcpmsg_conn_set_user / tcpmsg_conn_user - one pointer of the caller's per-connection
+ * state (a session), kept but never used or freed by the library. NULL at open.
+ */
+TCPMSG_API void tcpmsg_conn_set_user(struct tcpmsg_conn *c, void *user);
+TCPMSG_API void *tcpmsg_conn_user(const struct tcpmsg_conn *c);
 
 /*
  * tcpmsg_conn_fd - the socket (-1 for none). Still owned by the connection: do not close

@@ -31,6 +31,9 @@ extern "C" {
  * with a negated errno value. */
 enum tcpmsg_error {
     TCPMSG_EOF = -5001,            /* clean end of stream at a frame boundary */
+    TCPMSG_EIDLE = -5002,          /* server: the connection was idle too long */
+    TCPMSG_ESLOW = -5003,          /* server: the peer did not complete a frame in time */
+    TCPMSG_EFULL = -5004,          /* server: at its connection limit, connection refused */
     TCPMSG_EAI_AGAIN = -5101,      /* name resolution: temporary failure, try again */
     TCPMSG_EAI_FAIL = -5102,       /* name resolution: non-recoverable failure */
     TCPMSG_EAI_NONAME = -5103,     /* name resolution: host or service not known */

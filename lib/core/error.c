@@ -17,6 +17,9 @@ struct errinfo {
 static const struct errinfo table[] = {
     {0, "OK", "success"},
     {TCPMSG_EOF, "TCPMSG_EOF", "end of stream at a frame boundary"},
+    {TCPMSG_EIDLE, "TCPMSG_EIDLE", "connection idle for too long"},
+    {TCPMSG_ESLOW, "TCPMSG_ESLOW", "peer too slow to complete a frame"},
+    {TCPMSG_EFULL, "TCPMSG_EFULL", "server at its connection limit"},
     {TCPMSG_EAI_AGAIN, "TCPMSG_EAI_AGAIN", "temporary failure in name resolution"},
     {TCPMSG_EAI_FAIL, "TCPMSG_EAI_FAIL", "non-recoverable failure in name resolution"},
     {TCPMSG_EAI_NONAME, "TCPMSG_EAI_NONAME", "host or service not known"},

@@ -50,6 +50,7 @@ struct tcpmsg_conn {
     size_t recv_buffer, send_buffer, copy_max, max_output;
     enum tcpmsg_flush flush;
     struct tcpmsg_conn_stats st;
+    void *user;
 };
 
 /* struct iovec has no const variant; the library never writes through these. */
@@ -506,16 +507,18 @@ send_frame(struct tcpmsg_conn *c, const struct frame_parts *f, size_t total, boo
            int64_t deadline)
 {
     if (c->slen - c->spos >= c->max_output) {
-        int r = c->fd >= 0 ? tcpmsg_conn_flush(c, deadline) : -ETIMEDOUT;
+        int r = c->fd >= 0 && c->flush != TCPMSG_FLUSH_MANUAL ? tcpmsg_conn_flush(c, deadline)
+                                                              : -ETIMEDOUT;
         if (r < 0 && r != -ETIMEDOUT)
             return r;
         if (c->slen - c->spos >= c->max_output)
             return -ENOBUFS;
     }
 
-    if (total <= c->copy_max || c->fd < 0 || f->pad_len > 0) {
+    if (total <= c->copy_max || c->fd < 0 || f->pad_len > 0 || c->flush == TCPMSG_FLUSH_MANUAL) {
         /* Small frame: one copy into the send buffer, written now or with later ones. */
-        if (c->slen + total > c->scap && c->fd >= 0 && c->slen > c->spos) {
+        if (c->slen + total > c->scap && c->fd >= 0 && c->slen > c->spos &&
+            c->flush != TCPMSG_FLUSH_MANUAL) {
             int r = tcpmsg_conn_flush(c, deadline);
             if (r < 0 && r != -ETIMEDOUT)
                 return r;
@@ -525,7 +528,7 @@ send_frame(struct tcpmsg_conn *c, const struct frame_parts *f, size_t total, boo
             return r;
         copy_frame(c, f, 0);
         c->st.msgs_out += is_msg;
-        if (c->fd < 0)
+        if (c->fd < 0 || c->flush == TCPMSG_FLUSH_MANUAL)
             return 0;
         if (c->flush == TCPMSG_FLUSH_EACH || c->slen - c->spos >= c->send_buffer)
             return tcpmsg_conn_flush(c, deadline);
@@ -707,7 +710,8 @@ tcpmsg_conn_open(struct tcpmsg_conn **out, int fd, const struct tcpmsg_codec *co
     if (!opts)
         opts = &defaults;
     if ((codec && tcpmsg_codec_kind(codec) == 0) || fd < -1 ||
-        (opts->flush != TCPMSG_FLUSH_EACH && opts->flush != TCPMSG_FLUSH_BATCH) ||
+        (opts->flush != TCPMSG_FLUSH_EACH && opts->flush != TCPMSG_FLUSH_BATCH &&
+         opts->flush != TCPMSG_FLUSH_MANUAL) ||
         opts->recv_buffer > READ_EXACT_MAX || opts->send_buffer > READ_EXACT_MAX)
         return -EINVAL;
     if (fd >= 0) {
@@ -770,6 +774,19 @@ tcpmsg_conn_accept(struct tcpmsg_conn **out, int lfd, struct tcpmsg_addr *peer,
     if (r < 0)
         tcpmsg__close_quietly(fd);
     return r;
+}
+
+void
+tcpmsg_conn_set_user(struct tcpmsg_conn *c, void *user)
+{
+    if (c)
+        c->user = user;
+}
+
+void *
+tcpmsg_conn_user(const struct tcpmsg_conn *c)
+{
+    return c ? c->user : NULL;
 }
 
 int

@@ -1,0 +1,191 @@
+/*
+ * tcpmsg/server.h - one handler, any server model.
+ *
+ * Write what happens to a connection once (a handler), choose how connections are served
+ * by configuration (a model):
+ *
+ *   ITERATIVE  one connection at a time: accept, serve, close (the course's first server)
+ *   FORK       a watcher accepts and forks one executor process per connection
+ *   THREAD     one thread per connection
+ *   POOL       N pre-forked worker processes (or threads) accepting on the shared listener
+ *   EVENT      non-blocking sockets on epoll, N event threads (the default)
+ *
+ *   static int echo(struct tcpmsg_conn *c, const struct tcpmsg_frame *m, void *user)
+ *   {
+ *       return tcpmsg_conn_send(c, m->data, m->len, TCPMSG_FOREVER);  // queued, never blocks
+ *   }
+ *   ...
+ *   struct tcpmsg_handler h = {.on_message = echo};
+ *   struct tcpmsg_server_config cfg = {.port = "7000", .handle_signals = true};
+ *   struct tcpmsg_server *s;
+ *   int r = tcpmsg_server_create(&s, &cfg, &h);   // listening from here on
+ *   if (r == 0) r = tcpmsg_server_run(s);          // until SIGINT/SIGTERM: drains, returns 0
+ *   tcpmsg_server_destroy(s);
+ *
+ * Inside a handler, tcpmsg_conn_send only queues the reply (the connection runs with
+ * TCPMSG_FLUSH_MANUAL under EVENT, TCPMSG_FLUSH_BATCH otherwise); the server writes queued
+ * replies before it waits for the peer again, so a handler never blocks the others.
+ *
+ * Every connection ends with exactly one on_close(conn, reason) (if on_open accepted it),
+ * where reason is: TCPMSG_EOF (the peer ended cleanly), -EPROTO / -EMSGSIZE (it broke the
+ * framing), -ECONNRESET, -EPIPE, TCPMSG_EIDLE (idle timeout), TCPMSG_ESLOW (a frame was
+ * not completed in time), -ETIMEDOUT (replies could not be written in time), -ESHUTDOWN
+ * (the server stopped), or the negative value a handler returned.
+ */
+#ifndef TCPMSG_SERVER_H
+#define TCPMSG_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tcpmsg/codec.h"
+#include "tcpmsg/conn.h"
+#include "tcpmsg/error.h"
+#include "tcpmsg/version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct tcpmsg_server; /* opaque */
+
+enum tcpmsg_model {
+    TCPMSG_MODEL_EVENT = 0, /* epoll event loops, one per worker thread (default) */
+    TCPMSG_MODEL_ITERATIVE = 1,
+    TCPMSG_MODEL_FORK = 2,
+    TCPMSG_MODEL_THREAD = 3,
+    TCPMSG_MODEL_POOL = 4
+};
+
+/*
+ * What the server calls. Every callback is optional and receives the handler's `user`.
+ * Callbacks of different connections may run concurrently (THREAD, POOL threads, EVENT with
+ * several workers) or in different processes (FORK, POOL): share state accordingly.
+ */
+struct tcpmsg_handler {
+    /* A connection was accepted. Return < 0 to refuse it (it is closed, on_close is not
+     * called). Per-connection state goes in tcpmsg_conn_set_user(). */
+    int (*on_open)(struct tcpmsg_conn *c, void *user);
+    /* One whole message (a view valid during the call). Reply with tcpmsg_conn_send.
+     * Return 0 to go on, < 0 to close this connection with that reason. */
+    int (*on_message)(struct tcpmsg_conn *c, const struct tcpmsg_frame *m, void *user);
+    /* The connection is ending, for `reason` (see above); replies queued are flushed after. */
+    void (*on_close)(struct tcpmsg_conn *c, int reason, void *user);
+    /* Blocking models only (ITERATIVE, FORK, THREAD, POOL): instead of on_message, owns the
+     * whole conversation (the course's handle_dialog_with_client), using tcpmsg_conn_recv /
+     * send / the raw helpers with deadlines of its choice. Returns the close reason. When the
+     * server stops, the connection's reading side is shut down, so a blocked recv returns.
+     * Refused (-EINVAL) with the EVENT model. */
+    int (*dialog)(struct tcpmsg_conn *c, void *user);
+    void *user;
+};
+
+/* Events reported to the log callback. */
+enum tcpmsg_server_event {
+    TCPMSG_EV_OPEN = 1,     /* a connection was accepted (code 0) */
+    TCPMSG_EV_CLOSE = 2,    /* a connection ended (code: the reason) */
+    TCPMSG_EV_REFUSED = 3,  /* a connection was refused: TCPMSG_EFULL, or on_open's code */
+    TCPMSG_EV_ACCEPT = 4,   /* accept failed (code: -EMFILE, -ENFILE, ...) */
+    TCPMSG_EV_WORKER = 5,   /* a worker process died and was replaced (code: its status) */
+    TCPMSG_EV_STOP = 6      /* the server is stopping (code 0) */
+};
+
+/* The server's configuration; zero-initialised fields take the default in brackets. */
+struct tcpmsg_server_config {
+    const char *host;            /* address to bind [NULL: wildcard, one dual-stack socket] */
+    const char *port;            /* port or service [NULL or "0": the kernel picks one; read
+                                    it with tcpmsg_server_port] */
+    const struct tcpmsg_codec *codec; /* framing, copied; its limit is the max frame size
+                                    [NULL: 4-byte length prefix, 16 MiB] */
+    enum tcpmsg_model model;     /* [EVENT] */
+    int workers;                 /* POOL: worker processes/threads [2 x online CPUs];
+                                    EVENT: event threads [online CPUs] */
+    bool pool_threads;           /* POOL: threads instead of processes */
+    int max_conns;               /* connections served at once; more are closed at once
+                                    (TCPMSG_EFULL) [1024; FORK: 64] */
+    int idle_timeout_ms;         /* close a connection silent this long (TCPMSG_EIDLE)
+                                    [60000; < 0: never] */
+    int frame_timeout_ms;        /* close a peer that started a frame and did not finish it
+                                    in this time (TCPMSG_ESLOW) [10000; < 0: never] */
+    int write_timeout_ms;        /* blocking models: close when replies cannot be written in
+                                    this time (-ETIMEDOUT) [10000] */
+    int drain_ms;                /* at stop: time granted to finish, flush and close
+                                    [5000]; then connections are reset */
+    size_t output_high;          /* EVENT: stop reading from a connection whose queued
+                                    output passed this [1 MiB] ... */
+    size_t output_low;           /* ... until it drained below this [256 KiB] */
+    bool handle_signals;         /* SIGINT and SIGTERM stop the server (one server per
+                                    process); SIGPIPE is never needed */
+    struct tcpmsg_conn_opts conn; /* per-connection buffers (flush is set by the model) */
+    /* Optional: receives every event with the connection's 4-tuple ("" when there is
+     * none). Called from any worker (thread or process); must not block for long. */
+    void (*log)(void *user, enum tcpmsg_server_event ev, int code, const char *tuple);
+    void *log_user;
+};
+
+/* Counters, summed over every worker (processes included). */
+struct tcpmsg_server_stats {
+    uint64_t accepted;  /* connections accepted (refused ones included) */
+    uint64_t refused;   /* closed at once: over max_conns, or refused by on_open */
+    uint64_t active;    /* connections being served now */
+    uint64_t closed_error; /* connections that ended for another reason than a clean EOF or
+                              the server's stop */
+    uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
+    uint64_t workers_replaced; /* POOL processes that died and were replaced */
+};
+
+/*
+ * tcpmsg_server_create - validates the configuration, copies it and the handler, and binds
+ * and listens (so that the port is known and clients can connect before run). Returns 0
+ * with *out set, -EINVAL (bad configuration, no on_message nor dialog, dialog with EVENT),
+ * -EBUSY (handle_signals while another server of this process has them), the listen errors
+ * (-EADDRINUSE, TCPMSG_EAI_*...), -ENOMEM.
+ */
+TCPMSG_API int tcpmsg_server_create(struct tcpmsg_server **out,
+                                    const struct tcpmsg_server_config *cfg,
+                                    const struct tcpmsg_handler *h);
+
+/* tcpmsg_server_port - the port the server listens on. */
+TCPMSG_API int tcpmsg_server_port(const struct tcpmsg_server *s);
+
+/*
+ * tcpmsg_server_run - serves until stopped (tcpmsg_server_stop, or a signal with
+ * handle_signals), then stops accepting, lets connections finish the frames already
+ * received and flush their replies for up to drain_ms, closes everything and returns 0
+ * (or a negated errno when the model could not start: -EAGAIN (threads), -ENOMEM...).
+ * Runs the model in the calling thread (its workers in other threads or processes).
+ */
+TCPMSG_API int tcpmsg_server_run(struct tcpmsg_server *s);
+
+/*
+ * tcpmsg_server_start - runs tcpmsg_server_run in a new thread and returns at once (0, or
+ * -EAGAIN / -EBUSY when already started). tcpmsg_server_wait joins it and returns what run
+ * returned.
+ */
+TCPMSG_API int tcpmsg_server_start(struct tcpmsg_server *s);
+TCPMSG_API int tcpmsg_server_wait(struct tcpmsg_server *s);
+
+/*
+ * tcpmsg_server_stop - asks the server to stop; returns at once. Safe from any thread,
+ * from a handler, and from a signal handler (it only sets a flag and writes to an
+ * eventfd). Idempotent.
+ */
+TCPMSG_API void tcpmsg_server_stop(struct tcpmsg_server *s);
+
+/* tcpmsg_server_stats - copies the counters. */
+TCPMSG_API void tcpmsg_server_stats(const struct tcpmsg_server *s,
+                                    struct tcpmsg_server_stats *out);
+
+/*
+ * tcpmsg_server_destroy - stops the server if it runs, waits for it (when started with
+ * tcpmsg_server_start), closes the listener, restores the signal handlers it installed and
+ * frees everything. NULL is accepted.
+ */
+TCPMSG_API void tcpmsg_server_destroy(struct tcpmsg_server *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TCPMSG_SERVER_H */

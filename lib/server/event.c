@@ -1,0 +1,401 @@
+/* The EVENT model: each worker thread runs an epoll loop over non-blocking use of its
+ * connections; with several workers, each has its own SO_REUSEPORT listener on the same port
+ * so that the kernel spreads connections over the cores.
+ *
+ * Level-triggered: a connection whose handler stops early (backpressure) or that has more
+ * input than one pass takes is simply reported again, with no bookkeeping of "must read until
+ * EAGAIN" that edge-triggering needs; and the interest set is changed only when a
+ * connection's state changes (output pending or not, paused or not), not on every event. */
+#include "server_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MAX_EVENTS 256
+#define ACCEPT_BATCH 64
+#define TAG_LISTEN ((void *)1)
+#define TAG_WAKE ((void *)2)
+
+struct econn {
+    struct tcpmsg_conn *c;
+    int fd;
+    uint32_t events; /* the interest registered with epoll */
+    bool paused;     /* output passed the high watermark: not reading */
+    int closing;     /* != 0: the reason; not reading, closes once output is written */
+    int64_t closing_since;
+    int64_t last_rx;       /* last time bytes arrived */
+    int64_t partial_since; /* since when a started frame waits for its end (0: none) */
+    uint64_t seen_in;      /* bytes_in at the last check */
+    struct econn *prev, *next;
+};
+
+struct worker {
+    struct tcpmsg_server *s;
+    int ep, lfd, reserve;
+    bool own_lfd;
+    struct econn *conns;
+    int nconns;
+    pthread_t thread;
+    int result;
+};
+
+static int
+set_interest(struct worker *w, struct econn *e)
+{
+    uint32_t want = 0;
+    if (!e->paused && !e->closing)
+        want |= EPOLLIN;
+    if (tcpmsg_conn_output(e->c, NULL) > 0)
+        want |= EPOLLOUT;
+    if (want == e->events)
+        return 0;
+    struct epoll_event ev = {.events = want, .data.ptr = e};
+    if (epoll_ctl(w->ep, EPOLL_CTL_MOD, e->fd, &ev) < 0)
+        return -errno;
+    e->events = want;
+    return 0;
+}
+
+static void
+destroy_conn(struct worker *w, struct econn *e, bool reset)
+{
+    epoll_ctl(w->ep, EPOLL_CTL_DEL, e->fd, NULL);
+    if (reset)
+        tcpmsg_conn_reset(e->c);
+    else
+        tcpmsg_conn_close(e->c, TCPMSG_NOWAIT);
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        w->conns = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    w->nconns--;
+    atomic_fetch_sub(&w->s->n->active, 1);
+    free(e);
+}
+
+/* Starts the end of a connection: the handler hears the reason now, queued replies are
+ * written as the socket takes them, then it is closed. */
+static void
+begin_close(struct worker *w, struct econn *e, int reason)
+{
+    if (e->closing)
+        return;
+    e->closing = reason;
+    e->closing_since = tcpmsg_now_ms();
+    struct tcpmsg_server *s = w->s;
+    if (s->h.on_close)
+        s->h.on_close(e->c, reason, s->h.user);
+    tcpmsg__log(s, TCPMSG_EV_CLOSE, reason, e->fd);
+    tcpmsg__account(s, e->c, reason);
+}
+
+/* Finishes what can be finished now: a closing connection whose output is written (or that
+ * can write no more) is closed. Returns true when e was destroyed. */
+static bool
+settle(struct worker *w, struct econn *e)
+{
+    if (!e->closing) {
+        if (set_interest(w, e) < 0)
+            begin_close(w, e, -EIO);
+        else
+            return false;
+    }
+    int r = tcpmsg_conn_flush(e->c, TCPMSG_NOWAIT);
+    if (r == -ETIMEDOUT) {
+        set_interest(w, e);
+        return false;
+    }
+    destroy_conn(w, e, r < 0 && r != -ETIMEDOUT);
+    return true;
+}
+
+/* Delivers the frames that arrived, until input runs out, the handler or the peer ends the
+ * connection, or the output passes the high watermark; then writes what it can. */
+static void
+pump(struct worker *w, struct econn *e)
+{
+    struct tcpmsg_server *s = w->s;
+    const struct tcpmsg_handler *h = &s->h;
+    int reason = 0;
+    while (!e->closing) {
+        if (tcpmsg_conn_output(e->c, NULL) >= s->cfg.output_high) {
+            e->paused = true;
+            break;
+        }
+        struct tcpmsg_frame m;
+        int r = tcpmsg_conn_recv(e->c, &m, TCPMSG_NOWAIT);
+        if (r == 0) {
+            e->partial_since = 0;
+            if (h->on_message && (r = h->on_message(e->c, &m, h->user)) < 0) {
+                reason = r;
+                break;
+            }
+            continue;
+        }
+        if (r != -ETIMEDOUT)
+            reason = r;
+        break;
+    }
+    int64_t now = tcpmsg_now_ms();
+    struct tcpmsg_conn_stats st;
+    tcpmsg_conn_stats(e->c, &st);
+    if (st.bytes_in != e->seen_in) {
+        e->seen_in = st.bytes_in;
+        e->last_rx = now;
+    }
+    if (tcpmsg_conn_buffered(e->c) && !e->partial_since)
+        e->partial_since = now;
+    int fr = tcpmsg_conn_flush(e->c, TCPMSG_NOWAIT);
+    if (!reason && fr < 0 && fr != -ETIMEDOUT)
+        reason = fr;
+    if (reason)
+        begin_close(w, e, reason);
+}
+
+static void
+accept_some(struct worker *w)
+{
+    struct tcpmsg_server *s = w->s;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        int fd = tcpmsg_sock_accept(w->lfd, &w->reserve, NULL, TCPMSG_NOWAIT);
+        if (fd < 0) {
+            if (fd != -ETIMEDOUT)
+                tcpmsg__log(s, TCPMSG_EV_ACCEPT, fd, -1);
+            return;
+        }
+        atomic_fetch_add(&s->n->accepted, 1);
+        if (atomic_load(&s->n->active) >= (uint64_t)s->cfg.max_conns) {
+            atomic_fetch_add(&s->n->refused, 1);
+            tcpmsg__log(s, TCPMSG_EV_REFUSED, TCPMSG_EFULL, fd);
+            tcpmsg_sock_close(fd);
+            continue;
+        }
+        /* The socket stays blocking: with TCPMSG_NOWAIT every call of the connection uses
+         * MSG_DONTWAIT, which saves two fcntl calls per connection. */
+        struct tcpmsg_conn_opts o = s->cfg.conn;
+        o.flush = TCPMSG_FLUSH_MANUAL;
+        if (o.max_output == 0 || o.max_output < s->cfg.output_high * 4)
+            o.max_output = s->cfg.output_high * 4;
+        struct econn *e = calloc(1, sizeof *e);
+        if (!e || tcpmsg_conn_open(&e->c, fd, &s->codec, &o) < 0) {
+            free(e);
+            tcpmsg_sock_close(fd);
+            continue;
+        }
+        e->fd = fd;
+        e->last_rx = tcpmsg_now_ms();
+        e->events = EPOLLIN;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = e};
+        if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            tcpmsg_conn_close(e->c, TCPMSG_NOWAIT);
+            free(e);
+            continue;
+        }
+        e->next = w->conns;
+        if (w->conns)
+            w->conns->prev = e;
+        w->conns = e;
+        w->nconns++;
+        atomic_fetch_add(&s->n->active, 1);
+        tcpmsg__log(s, TCPMSG_EV_OPEN, 0, fd);
+        int r;
+        if (s->h.on_open && (r = s->h.on_open(e->c, s->h.user)) < 0) {
+            atomic_fetch_add(&s->n->refused, 1);
+            tcpmsg__log(s, TCPMSG_EV_REFUSED, r, fd);
+            destroy_conn(w, e, false);
+        }
+    }
+}
+
+/* Closes the connections whose peer went quiet or stalls inside a frame, and the closing
+ * ones that could not write their last replies in time. */
+static void
+sweep(struct worker *w, int64_t now)
+{
+    const struct tcpmsg_server_config *cfg = &w->s->cfg;
+    for (struct econn *e = w->conns, *next; e; e = next) {
+        next = e->next;
+        if (e->closing) {
+            if (now - e->closing_since >= cfg->write_timeout_ms)
+                destroy_conn(w, e, true);
+            continue;
+        }
+        if (cfg->frame_timeout_ms >= 0 && e->partial_since &&
+            now - e->partial_since >= cfg->frame_timeout_ms)
+            begin_close(w, e, TCPMSG_ESLOW);
+        else if (cfg->idle_timeout_ms >= 0 && now - e->last_rx >= cfg->idle_timeout_ms)
+            begin_close(w, e, TCPMSG_EIDLE);
+        else
+            continue;
+        settle(w, e);
+    }
+}
+
+static int
+sweep_interval(const struct tcpmsg_server_config *cfg)
+{
+    int t = 1000;
+    if (cfg->idle_timeout_ms >= 0 && cfg->idle_timeout_ms / 4 < t)
+        t = cfg->idle_timeout_ms / 4;
+    if (cfg->frame_timeout_ms >= 0 && cfg->frame_timeout_ms / 4 < t)
+        t = cfg->frame_timeout_ms / 4;
+    return t < 5 ? 5 : t;
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct tcpmsg_server *s = w->s;
+    const int interval = sweep_interval(&s->cfg);
+    int64_t next_sweep = tcpmsg_now_ms() + interval;
+    bool stopping = false;
+    int64_t drain_end = 0;
+    struct epoll_event ev[MAX_EVENTS];
+    for (;;) {
+        int64_t now = tcpmsg_now_ms();
+        if (!stopping && tcpmsg__stopping(s)) {
+            /* Stop accepting; frames already received are handled, replies written, then
+             * every connection ends (-ESHUTDOWN). */
+            stopping = true;
+            drain_end = now + s->cfg.drain_ms;
+            epoll_ctl(w->ep, EPOLL_CTL_DEL, w->lfd, NULL);
+            epoll_ctl(w->ep, EPOLL_CTL_DEL, s->wakefd, NULL); /* readable for ever now */
+            for (struct econn *e = w->conns, *next; e; e = next) {
+                next = e->next;
+                pump(w, e);
+                begin_close(w, e, -ESHUTDOWN);
+                settle(w, e);
+            }
+        }
+        if (stopping && (!w->conns || now >= drain_end))
+            break;
+        int timeout = (int)(next_sweep - now);
+        if (timeout < 0)
+            timeout = 0;
+        if (stopping && drain_end - now < timeout)
+            timeout = (int)(drain_end - now);
+        int n = epoll_wait(w->ep, ev, MAX_EVENTS, timeout);
+        for (int i = 0; i < n; i++) {
+            void *tag = ev[i].data.ptr;
+            if (tag == TAG_LISTEN) {
+                if (!stopping)
+                    accept_some(w);
+                continue;
+            }
+            if (tag == TAG_WAKE)
+                continue; /* noticed at the top of the loop */
+            struct econn *e = tag;
+            if (!e->closing && !e->paused && (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+                pump(w, e);
+            else if (ev[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+                int r = tcpmsg_conn_flush(e->c, TCPMSG_NOWAIT);
+                if (r < 0 && r != -ETIMEDOUT)
+                    begin_close(w, e, r);
+                /* Backpressure released: read again, starting with frames already here. */
+                if (e->paused && !e->closing &&
+                    tcpmsg_conn_output(e->c, NULL) <= s->cfg.output_low) {
+                    e->paused = false;
+                    pump(w, e);
+                }
+            }
+            settle(w, e);
+        }
+        now = tcpmsg_now_ms();
+        if (now >= next_sweep) {
+            sweep(w, now);
+            next_sweep = now + interval;
+        }
+    }
+    /* Whatever did not finish within the drain time is reset. */
+    while (w->conns) {
+        if (!w->conns->closing)
+            begin_close(w, w->conns, -ESHUTDOWN);
+        destroy_conn(w, w->conns, true);
+    }
+    return NULL;
+}
+
+static int
+worker_init(struct worker *w, struct tcpmsg_server *s, int index)
+{
+    memset(w, 0, sizeof *w);
+    w->s = s;
+    w->lfd = s->lfd;
+    w->reserve = tcpmsg_sock_reserve();
+    w->ep = epoll_create1(EPOLL_CLOEXEC);
+    if (w->ep < 0)
+        return -errno;
+    if (index > 0) {
+        /* Another listener on the same port: the kernel spreads new connections. */
+        struct tcpmsg_addr a;
+        int r = tcpmsg_addr_local(s->lfd, &a);
+        struct tcpmsg_listen_opts lo = {.reuseport = true};
+        if (r == 0)
+            r = tcpmsg_sock_listen_addr(&a, &lo);
+        if (r < 0)
+            return r;
+        w->lfd = r;
+        w->own_lfd = true;
+        tcpmsg_sock_set_nonblocking(w->lfd, true);
+    }
+    struct epoll_event le = {.events = EPOLLIN, .data.ptr = TAG_LISTEN};
+    struct epoll_event we = {.events = EPOLLIN, .data.ptr = TAG_WAKE};
+    if (epoll_ctl(w->ep, EPOLL_CTL_ADD, w->lfd, &le) < 0 ||
+        epoll_ctl(w->ep, EPOLL_CTL_ADD, s->wakefd, &we) < 0)
+        return -errno;
+    return 0;
+}
+
+static void
+worker_fini(struct worker *w)
+{
+    if (w->ep >= 0)
+        close(w->ep);
+    if (w->own_lfd)
+        tcpmsg_sock_close(w->lfd);
+    tcpmsg_sock_close(w->reserve);
+}
+
+int
+tcpmsg__run_event(struct tcpmsg_server *s)
+{
+    int nw = s->cfg.workers;
+    struct worker *w = calloc((size_t)nw, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    int r = 0, started = 0;
+    for (int i = 0; i < nw && r == 0; i++) {
+        w[i].ep = -1;
+        r = worker_init(&w[i], s, i);
+        if (r < 0) {
+            worker_fini(&w[i]);
+            break;
+        }
+        started++;
+    }
+    /* Workers 1.. run in their own threads, worker 0 in the caller's. */
+    int threads = 1;
+    for (int i = 1; r == 0 && i < started; i++, threads++)
+        if (pthread_create(&w[i].thread, NULL, worker_main, &w[i]) != 0)
+            break;
+    if (r == 0) {
+        worker_main(&w[0]);
+        s->drain_deadline = tcpmsg_deadline_in(s->cfg.drain_ms);
+        tcpmsg__log(s, TCPMSG_EV_STOP, 0, -1);
+    } else {
+        tcpmsg_server_stop(s);
+    }
+    for (int i = 1; i < threads; i++)
+        pthread_join(w[i].thread, NULL);
+    for (int i = 0; i < started; i++)
+        worker_fini(&w[i]);
+    free(w);
+    return r;
+}

@@ -1,0 +1,427 @@
+/* The server: configuration, life cycle, signals, and the blocking connection loop shared
+ * by the ITERATIVE, FORK, THREAD and POOL models. */
+#include "server_internal.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* The server whose stop SIGINT/SIGTERM trigger. A signal handler has no argument, so this is
+ * the one piece of process-wide state, and only with handle_signals. */
+static _Atomic(struct tcpmsg_server *) signal_server;
+
+static void
+on_signal(int sig)
+{
+    (void)sig;
+    struct tcpmsg_server *s = atomic_load(&signal_server);
+    if (s)
+        tcpmsg_server_stop(s);
+}
+
+volatile sig_atomic_t tcpmsg__child_fd = -1;
+
+bool
+tcpmsg__stopping(struct tcpmsg_server *s)
+{
+    return atomic_load_explicit(&s->stopping, memory_order_acquire);
+}
+
+void
+tcpmsg_server_stop(struct tcpmsg_server *s)
+{
+    if (!s)
+        return;
+    int e = errno; /* may run in a signal handler */
+    atomic_store_explicit(&s->stopping, 1, memory_order_release);
+    /* A dialog handler of the ITERATIVE model blocks in this very process: end its reading.
+     * (If the fd was closed and reused meanwhile, the stop ends that connection instead,
+     * which the stop does anyway.) */
+    int fd = atomic_load(&s->serving_fd);
+    if (fd >= 0 && s->h.dialog)
+        shutdown(fd, SHUT_RD);
+    uint64_t one = 1;
+    ssize_t r = write(s->wakefd, &one, sizeof one);
+    (void)r; /* a full counter is still readable: nothing to do */
+    errno = e;
+}
+
+void
+tcpmsg__log(const struct tcpmsg_server *s, enum tcpmsg_server_event ev, int code, int fd)
+{
+    if (!s->cfg.log)
+        return;
+    char tuple[TCPMSG_TUPLE_STRLEN] = "";
+    if (fd >= 0 && tcpmsg_addr_tuple(fd, tuple, sizeof tuple) < 0)
+        tuple[0] = '\0';
+    s->cfg.log(s->cfg.log_user, ev, code, tuple);
+}
+
+void
+tcpmsg__account(struct tcpmsg_server *s, const struct tcpmsg_conn *c, int reason)
+{
+    struct tcpmsg_conn_stats st;
+    tcpmsg_conn_stats(c, &st);
+    atomic_fetch_add(&s->n->msgs_in, st.msgs_in);
+    atomic_fetch_add(&s->n->msgs_out, st.msgs_out);
+    atomic_fetch_add(&s->n->bytes_in, st.bytes_in);
+    atomic_fetch_add(&s->n->bytes_out, st.bytes_out);
+    if (reason != TCPMSG_EOF && reason != -ESHUTDOWN)
+        atomic_fetch_add(&s->n->closed_error, 1);
+}
+
+int64_t
+tcpmsg__drain_deadline(struct tcpmsg_server *s)
+{
+    return s->drain_deadline ? s->drain_deadline : tcpmsg_deadline_in(s->cfg.drain_ms);
+}
+
+/* ---- the blocking connection loop ------------------------------------------------------- */
+
+static int64_t
+after(int64_t from, int ms)
+{
+    return ms < 0 ? TCPMSG_FOREVER : from + ms;
+}
+
+/* Runs on_message over the connection until it ends; returns the reason. */
+static int
+message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c)
+{
+    const struct tcpmsg_handler *h = &s->h;
+    int64_t last_rx = tcpmsg_now_ms(), partial_since = 0;
+    uint64_t seen = 0;
+    bool stopping = false;
+    for (;;) {
+        struct tcpmsg_frame m;
+        int r = tcpmsg_conn_recv(c, &m, TCPMSG_NOWAIT);
+        if (r == 0) {
+            partial_since = 0;
+            if (h->on_message && (r = h->on_message(c, &m, h->user)) < 0)
+                return r;
+            continue;
+        }
+        if (r != -ETIMEDOUT)
+            return r; /* the peer's end, or its error */
+
+        /* Every whole frame received is handled: write the replies, then wait. */
+        r = tcpmsg_conn_flush(c, tcpmsg_deadline_in(s->cfg.write_timeout_ms));
+        if (r < 0)
+            return r;
+        if (stopping)
+            return -ESHUTDOWN;
+
+        int64_t now = tcpmsg_now_ms();
+        struct tcpmsg_conn_stats st;
+        tcpmsg_conn_stats(c, &st);
+        if (st.bytes_in != seen) {
+            seen = st.bytes_in;
+            last_rx = now;
+        }
+        size_t partial = tcpmsg_conn_buffered(c);
+        if (partial && !partial_since)
+            partial_since = now;
+        int64_t idle_at = after(last_rx, s->cfg.idle_timeout_ms);
+        int64_t slow_at = partial ? after(partial_since, s->cfg.frame_timeout_ms) : TCPMSG_FOREVER;
+        struct pollfd p[2] = {{.fd = tcpmsg_conn_fd(c), .events = POLLIN},
+                              {.fd = s->wakefd, .events = POLLIN}};
+        int n = poll(p, 2, tcpmsg_deadline_left(tcpmsg_deadline_min(idle_at, slow_at)));
+        if (n < 0 && errno != EINTR)
+            return -errno;
+        if (n == 0) {
+            now = tcpmsg_now_ms();
+            if (slow_at >= 0 && now >= slow_at)
+                return TCPMSG_ESLOW;
+            if (idle_at >= 0 && now >= idle_at)
+                return TCPMSG_EIDLE;
+        }
+        /* Stopping: one more pass takes the frames that already arrived, then the end. */
+        if (p[1].revents)
+            stopping = true;
+    }
+}
+
+void
+tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slot)
+{
+    struct tcpmsg_conn_opts o = s->cfg.conn;
+    o.flush = TCPMSG_FLUSH_BATCH;
+    struct tcpmsg_conn *c;
+    if (tcpmsg_conn_open(&c, fd, &s->codec, &o) < 0) {
+        tcpmsg_sock_close(fd);
+        return;
+    }
+    if (slot) {
+        pthread_mutex_lock(&s->mu);
+        slot->fd = fd;
+        pthread_mutex_unlock(&s->mu);
+    }
+    tcpmsg__child_fd = fd;
+    atomic_fetch_add(&s->n->active, 1);
+    tcpmsg__log(s, TCPMSG_EV_OPEN, 0, fd);
+    int reason = 0;
+    if (s->h.on_open && (reason = s->h.on_open(c, s->h.user)) < 0) {
+        atomic_fetch_add(&s->n->refused, 1);
+        tcpmsg__log(s, TCPMSG_EV_REFUSED, reason, fd);
+    } else {
+        reason = s->h.dialog ? s->h.dialog(c, s->h.user) : message_loop(s, c);
+        if (s->h.on_close)
+            s->h.on_close(c, reason, s->h.user);
+        tcpmsg__log(s, TCPMSG_EV_CLOSE, reason, fd);
+        tcpmsg__account(s, c, reason);
+    }
+    tcpmsg__child_fd = -1;
+    if (slot) {
+        pthread_mutex_lock(&s->mu);
+        slot->fd = -1;
+        pthread_mutex_unlock(&s->mu);
+    }
+    /* A peer that ended or a server that stops gets its replies and an orderly end; a peer
+     * that misbehaved is not waited for. */
+    int64_t dl = reason == TCPMSG_EOF   ? tcpmsg_deadline_in(s->cfg.write_timeout_ms)
+                 : reason == -ESHUTDOWN ? tcpmsg__drain_deadline(s)
+                                        : tcpmsg_deadline_in(100);
+    tcpmsg_conn_close(c, dl);
+    atomic_fetch_sub(&s->n->active, 1);
+}
+
+void
+tcpmsg__shutdown_slots(struct tcpmsg_server *s, int how)
+{
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->nslots; i++)
+        if (s->slots[i].used && s->slots[i].fd >= 0)
+            shutdown(s->slots[i].fd, how);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- life cycle ------------------------------------------------------------------------- */
+
+static int
+online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+static int
+copy_config(struct tcpmsg_server *s, const struct tcpmsg_server_config *cfg)
+{
+    s->cfg = *cfg;
+    if (cfg->host) {
+        if (strlen(cfg->host) >= sizeof s->host)
+            return -EINVAL;
+        strcpy(s->host, cfg->host);
+    }
+    if (cfg->port) {
+        if (strlen(cfg->port) >= sizeof s->port)
+            return -EINVAL;
+        strcpy(s->port, cfg->port);
+    }
+    s->cfg.host = s->host;
+    s->cfg.port = s->port;
+    if (cfg->codec) {
+        if (tcpmsg_codec_kind(cfg->codec) == 0)
+            return -EINVAL;
+        s->codec = *cfg->codec;
+    } else {
+        tcpmsg_codec_init_length(&s->codec, NULL);
+    }
+    s->cfg.codec = &s->codec;
+
+    struct tcpmsg_server_config *c = &s->cfg;
+    if (c->model < TCPMSG_MODEL_EVENT || c->model > TCPMSG_MODEL_POOL || c->workers < 0 ||
+        c->max_conns < 0 || c->write_timeout_ms < 0 || c->drain_ms < 0)
+        return -EINVAL;
+    if (c->workers == 0)
+        c->workers = c->model == TCPMSG_MODEL_POOL ? 2 * online_cpus() : online_cpus();
+    if (c->max_conns == 0)
+        c->max_conns = c->model == TCPMSG_MODEL_FORK ? TCPMSG__DEFAULT_FORK_MAX_CONNS
+                                                     : TCPMSG__DEFAULT_MAX_CONNS;
+    if (c->idle_timeout_ms == 0)
+        c->idle_timeout_ms = TCPMSG__DEFAULT_IDLE_MS;
+    if (c->frame_timeout_ms == 0)
+        c->frame_timeout_ms = TCPMSG__DEFAULT_FRAME_MS;
+    if (c->write_timeout_ms == 0)
+        c->write_timeout_ms = TCPMSG__DEFAULT_WRITE_MS;
+    if (c->drain_ms == 0)
+        c->drain_ms = TCPMSG__DEFAULT_DRAIN_MS;
+    if (c->output_high == 0)
+        c->output_high = TCPMSG__DEFAULT_HIGH;
+    if (c->output_low == 0)
+        c->output_low =
+            c->output_high < TCPMSG__DEFAULT_LOW ? c->output_high / 4 : TCPMSG__DEFAULT_LOW;
+    if (c->output_low > c->output_high)
+        return -EINVAL;
+    return 0;
+}
+
+int
+tcpmsg_server_create(struct tcpmsg_server **out, const struct tcpmsg_server_config *cfg,
+                     const struct tcpmsg_handler *h)
+{
+    static const struct tcpmsg_server_config defaults;
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!cfg)
+        cfg = &defaults;
+    if (!h || (!h->on_message && !h->dialog) || (h->dialog && cfg->model == TCPMSG_MODEL_EVENT))
+        return -EINVAL;
+    struct tcpmsg_server *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->lfd = s->wakefd = -1;
+    atomic_init(&s->serving_fd, -1);
+    s->n = MAP_FAILED;
+    s->h = *h;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    int r = copy_config(s, cfg);
+    if (r < 0)
+        goto fail;
+    s->n = mmap(NULL, sizeof *s->n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (s->n == MAP_FAILED) {
+        r = -ENOMEM;
+        goto fail;
+    }
+    memset(s->n, 0, sizeof *s->n);
+    s->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->wakefd < 0) {
+        r = -errno;
+        goto fail;
+    }
+    struct tcpmsg_listen_opts lo = {
+        .reuseport = s->cfg.model == TCPMSG_MODEL_EVENT && s->cfg.workers > 1,
+        .sndbuf = 0,
+    };
+    r = tcpmsg_sock_listen(s->host[0] ? s->host : NULL, s->port[0] ? s->port : "0", &lo);
+    if (r < 0)
+        goto fail;
+    s->lfd = r;
+    if ((r = tcpmsg_sock_set_nonblocking(s->lfd, true)) < 0)
+        goto fail;
+    if (s->cfg.handle_signals) {
+        struct tcpmsg_server *none = NULL;
+        if (!atomic_compare_exchange_strong(&signal_server, &none, s)) {
+            r = -EBUSY;
+            goto fail;
+        }
+        struct sigaction sa = {.sa_handler = on_signal};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, &s->old_int);
+        sigaction(SIGTERM, &sa, &s->old_term);
+        s->signals = true;
+    }
+    *out = s;
+    return 0;
+fail:
+    tcpmsg_server_destroy(s);
+    return r;
+}
+
+int
+tcpmsg_server_port(const struct tcpmsg_server *s)
+{
+    return s ? tcpmsg_sock_port(s->lfd) : -EINVAL;
+}
+
+int
+tcpmsg_server_run(struct tcpmsg_server *s)
+{
+    if (!s)
+        return -EINVAL;
+    switch (s->cfg.model) {
+    case TCPMSG_MODEL_ITERATIVE:
+        return tcpmsg__run_iterative(s);
+    case TCPMSG_MODEL_FORK:
+        return tcpmsg__run_fork(s);
+    case TCPMSG_MODEL_THREAD:
+        return tcpmsg__run_thread(s);
+    case TCPMSG_MODEL_POOL:
+        return tcpmsg__run_pool(s);
+    case TCPMSG_MODEL_EVENT:
+    default:
+        return tcpmsg__run_event(s);
+    }
+}
+
+static void *
+runner_main(void *arg)
+{
+    struct tcpmsg_server *s = arg;
+    s->run_result = tcpmsg_server_run(s);
+    return NULL;
+}
+
+int
+tcpmsg_server_start(struct tcpmsg_server *s)
+{
+    if (!s)
+        return -EINVAL;
+    if (s->started)
+        return -EBUSY;
+    int r = pthread_create(&s->runner, NULL, runner_main, s);
+    if (r != 0)
+        return -r;
+    s->started = true;
+    return 0;
+}
+
+int
+tcpmsg_server_wait(struct tcpmsg_server *s)
+{
+    if (!s || !s->started)
+        return -EINVAL;
+    pthread_join(s->runner, NULL);
+    s->started = false;
+    return s->run_result;
+}
+
+void
+tcpmsg_server_stats(const struct tcpmsg_server *s, struct tcpmsg_server_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (!s || s->n == MAP_FAILED)
+        return;
+    out->accepted = atomic_load(&s->n->accepted);
+    out->refused = atomic_load(&s->n->refused);
+    out->active = atomic_load(&s->n->active);
+    out->closed_error = atomic_load(&s->n->closed_error);
+    out->msgs_in = atomic_load(&s->n->msgs_in);
+    out->msgs_out = atomic_load(&s->n->msgs_out);
+    out->bytes_in = atomic_load(&s->n->bytes_in);
+    out->bytes_out = atomic_load(&s->n->bytes_out);
+    out->workers_replaced = atomic_load(&s->n->workers_replaced);
+}
+
+void
+tcpmsg_server_destroy(struct tcpmsg_server *s)
+{
+    if (!s)
+        return;
+    if (s->started) {
+        tcpmsg_server_stop(s);
+        tcpmsg_server_wait(s);
+    }
+    if (s->signals) {
+        sigaction(SIGINT, &s->old_int, NULL);
+        sigaction(SIGTERM, &s->old_term, NULL);
+        atomic_store(&signal_server, NULL);
+    }
+    tcpmsg_sock_close(s->lfd);
+    tcpmsg_sock_close(s->wakefd);
+    if (s->n != MAP_FAILED)
+        munmap(s->n, sizeof *s->n);
+    free(s->slots);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}

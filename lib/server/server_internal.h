@@ -1,0 +1,87 @@
+/* Shared between the server's models. Not installed. */
+#ifndef TCPMSG_SERVER_INTERNAL_H
+#define TCPMSG_SERVER_INTERNAL_H
+
+#include "tcpmsg/server.h"
+#include "tcpmsg/sock.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+
+/* Counters in MAP_SHARED memory, so that forked workers add to the same ones. */
+struct tcpmsg__counters {
+    _Atomic uint64_t accepted, refused, active, closed_error;
+    _Atomic uint64_t msgs_in, msgs_out, bytes_in, bytes_out, workers_replaced;
+};
+
+/* A connection served by a blocking worker thread, so that the server can shut its reading
+ * side down when it stops (a dialog handler blocked in recv then sees the end). */
+struct tcpmsg__slot {
+    pthread_t thread;
+    int fd;          /* the connection being served, -1 when none */
+    bool used, done; /* a thread occupies the slot / it has finished and can be joined */
+    struct tcpmsg_server *s;
+};
+
+struct tcpmsg_server {
+    struct tcpmsg_server_config cfg; /* host/port/codec pointers replaced by our copies */
+    char host[256], port[32];
+    struct tcpmsg_codec codec;
+    struct tcpmsg_handler h;
+    int lfd;    /* the listener, non-blocking */
+    int wakefd; /* eventfd written once by stop and never read: readable for ever after,
+                   in every thread and every forked process */
+    atomic_int stopping;
+    atomic_int serving_fd; /* ITERATIVE: the connection being served (-1: none), whose reading
+                              side stop() shuts down for a dialog handler */
+    struct tcpmsg__counters *n;
+    int64_t drain_deadline; /* set when the stop is noticed */
+
+    bool signals;
+    struct sigaction old_int, old_term;
+
+    pthread_t runner;
+    bool started;
+    int run_result;
+
+    /* blocking models with threads: one slot per connection (THREAD) or per worker (POOL) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct tcpmsg__slot *slots;
+    int nslots;
+};
+
+/* Defaults applied to the copy of the configuration. */
+#define TCPMSG__DEFAULT_MAX_CONNS 1024
+#define TCPMSG__DEFAULT_FORK_MAX_CONNS 64
+#define TCPMSG__DEFAULT_IDLE_MS 60000
+#define TCPMSG__DEFAULT_FRAME_MS 10000
+#define TCPMSG__DEFAULT_WRITE_MS 10000
+#define TCPMSG__DEFAULT_DRAIN_MS 5000
+#define TCPMSG__DEFAULT_HIGH ((size_t)1024 * 1024)
+#define TCPMSG__DEFAULT_LOW ((size_t)256 * 1024)
+
+bool tcpmsg__stopping(struct tcpmsg_server *s);
+/* In a worker process (FORK, POOL): the connection it serves, -1 when none. Read by its
+ * SIGTERM handler; meaningless (and unused) in threads. */
+extern volatile sig_atomic_t tcpmsg__child_fd;
+/* Reports an event to the log callback, with fd's 4-tuple (fd < 0: none). */
+void tcpmsg__log(const struct tcpmsg_server *s, enum tcpmsg_server_event ev, int code, int fd);
+/* Adds a finished connection's counters and outcome. */
+void tcpmsg__account(struct tcpmsg_server *s, const struct tcpmsg_conn *c, int reason);
+/* Serves one accepted connection with the blocking loop; takes fd. `slot` (may be NULL)
+ * records the fd while it is served. */
+void tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slot);
+/* Shuts down the reading side of every connection in a slot (threads' dialog handlers). */
+void tcpmsg__shutdown_slots(struct tcpmsg_server *s, int how);
+/* Milliseconds from now until the drain deadline (>= 0). */
+int64_t tcpmsg__drain_deadline(struct tcpmsg_server *s);
+
+int tcpmsg__run_iterative(struct tcpmsg_server *s);
+int tcpmsg__run_thread(struct tcpmsg_server *s);
+int tcpmsg__run_fork(struct tcpmsg_server *s);
+int tcpmsg__run_pool(struct tcpmsg_server *s);
+int tcpmsg__run_event(struct tcpmsg_server *s);
+
+#endif

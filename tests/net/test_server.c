@@ -1,0 +1,697 @@
+/* tcpmsg/server.h: one behaviour suite, run against every model.
+ *
+ * Handlers of the FORK and POOL models run in child processes, so what they observe is
+ * recorded in MAP_SHARED memory. TCPMSG_TEST_MODELS (comma-separated names) restricts the
+ * models, e.g. to the threaded ones under ThreadSanitizer. */
+#include "nettest.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define LONG_WAIT tcpmsg_deadline_in(60000)
+
+struct model {
+    const char *name;
+    enum tcpmsg_model model;
+    bool pool_threads;
+    int workers;
+    bool concurrent; /* serves many connections at once (beyond `workers`) */
+    bool processes;  /* handlers run in child processes */
+};
+
+static const struct model all_models[] = {
+    {"iterative", TCPMSG_MODEL_ITERATIVE, false, 0, false, false},
+    {"fork", TCPMSG_MODEL_FORK, false, 0, true, true},
+    {"thread", TCPMSG_MODEL_THREAD, false, 0, true, false},
+    {"pool", TCPMSG_MODEL_POOL, false, 3, false, true},
+    {"pool-threads", TCPMSG_MODEL_POOL, true, 3, false, false},
+    {"event", TCPMSG_MODEL_EVENT, false, 1, true, false},
+    {"event-2", TCPMSG_MODEL_EVENT, false, 2, true, false},
+};
+static struct model models[16];
+static int nmodels;
+
+/* What handlers saw, in memory shared with forked workers. */
+enum { R_EOF, R_IDLE, R_SLOW, R_MSGSIZE, R_HANDLER, R_SHUTDOWN, R_OTHER, R_N };
+struct shared {
+    atomic_int reasons[R_N];
+    atomic_int opened, messages;
+    atomic_int worker_pid;
+    struct tcpmsg_server *server; /* for "stop" (in-process models) */
+};
+static struct shared *sh;
+
+static void
+shared_setup(void)
+{
+    nt_fd_setup();
+    sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(sh, MAP_FAILED);
+    memset(sh, 0, sizeof *sh);
+}
+
+static void
+shared_teardown(void)
+{
+    munmap(sh, sizeof *sh);
+    nt_fd_teardown();
+}
+
+static int
+on_open(struct tcpmsg_conn *c, void *user)
+{
+    (void)c;
+    (void)user;
+    atomic_fetch_add(&sh->opened, 1);
+    atomic_store(&sh->worker_pid, (int)getpid());
+    return 0;
+}
+
+static int
+on_message(struct tcpmsg_conn *c, const struct tcpmsg_frame *m, void *user)
+{
+    (void)user;
+    atomic_fetch_add(&sh->messages, 1);
+    if (m->len == 3 && memcmp(m->data, "bad", 3) == 0)
+        return -EBADMSG;
+    if (m->len == 4 && memcmp(m->data, "stop", 4) == 0)
+        tcpmsg_server_stop(sh->server);
+    return tcpmsg_conn_send(c, m->data, m->len, TCPMSG_FOREVER);
+}
+
+static void
+on_close(struct tcpmsg_conn *c, int reason, void *user)
+{
+    (void)c;
+    (void)user;
+    int k = reason == TCPMSG_EOF     ? R_EOF
+            : reason == TCPMSG_EIDLE ? R_IDLE
+            : reason == TCPMSG_ESLOW ? R_SLOW
+            : reason == -EMSGSIZE    ? R_MSGSIZE
+            : reason == -EBADMSG     ? R_HANDLER
+            : reason == -ESHUTDOWN   ? R_SHUTDOWN
+                                     : R_OTHER;
+    atomic_fetch_add(&sh->reasons[k], 1);
+}
+
+static const struct tcpmsg_handler echo = {on_open, on_message, on_close, NULL, NULL};
+
+static int
+thread_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Waits (bounded) until cond() holds; no timing is asserted, only the condition. */
+static bool
+eventually(bool (*cond)(void *), void *arg)
+{
+    int64_t dl = tcpmsg_deadline_in(20000);
+    while (!cond(arg)) {
+        if (tcpmsg_deadline_left(dl) == 0)
+            return false;
+        struct timespec ts = {0, 2 * 1000 * 1000};
+        nanosleep(&ts, NULL); /* polling a condition, not timing anything */
+    }
+    return true;
+}
+
+static struct tcpmsg_server *
+start(const struct model *m, struct tcpmsg_server_config *cfg, const struct tcpmsg_handler *h)
+{
+    cfg->host = "127.0.0.1";
+    cfg->model = m->model;
+    cfg->pool_threads = m->pool_threads;
+    if (!cfg->workers)
+        cfg->workers = m->workers;
+    struct tcpmsg_server *s;
+    ck_assert_int_eq(tcpmsg_server_create(&s, cfg, h), 0);
+    sh->server = s;
+    ck_assert_int_eq(tcpmsg_server_start(s), 0);
+    return s;
+}
+
+static void destroy_checked(struct tcpmsg_server *s);
+
+static void
+finish(struct tcpmsg_server *s)
+{
+    tcpmsg_server_stop(s);
+    ck_assert_int_eq(tcpmsg_server_wait(s), 0);
+    destroy_checked(s);
+}
+
+/* Destroys a server that has returned, and checks it left no process behind. */
+static void
+destroy_checked(struct tcpmsg_server *s)
+{
+    tcpmsg_server_destroy(s);
+    /* No zombie, no child left behind. */
+    errno = 0;
+    ck_assert_int_eq(waitpid(-1, NULL, WNOHANG), -1);
+    ck_assert_int_eq(errno, ECHILD);
+}
+
+/* The server's default framing: a 4-byte length. */
+static struct tcpmsg_codec length4;
+
+static struct tcpmsg_conn *
+client(struct tcpmsg_server *s, const struct tcpmsg_codec *codec)
+{
+    if (!codec)
+        codec = &length4;
+    struct tcpmsg_conn *c;
+    int r = tcpmsg_conn_connect(&c, "127.0.0.1", nt_service(tcpmsg_server_port(s)), codec, NULL,
+                                LONG_WAIT);
+    ck_assert_msg(r == 0, "connect: %s", tcpmsg_strerror(r));
+    return c;
+}
+
+static void
+exchange(struct tcpmsg_conn *c, const char *msg)
+{
+    struct tcpmsg_frame f;
+    ck_assert_int_eq(tcpmsg_conn_send(c, msg, strlen(msg), LONG_WAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), 0);
+    ck_assert_uint_eq(f.len, strlen(msg));
+    ck_assert_int_eq(memcmp(f.data, msg, f.len), 0);
+}
+
+/* The connection was closed by the server: recv sees its end. */
+static void
+assert_closed(struct tcpmsg_conn *c)
+{
+    struct tcpmsg_frame f;
+    int r = tcpmsg_conn_recv(c, &f, LONG_WAIT);
+    ck_assert_msg(r == TCPMSG_EOF || r == -ECONNRESET || r == -EPROTO, "got %s", tcpmsg_errname(r));
+}
+
+/* ---- the behaviour suite -------------------------------------------------------------- */
+
+START_TEST(echo_every_codec)
+{
+    const struct model *m = &models[_i];
+    int threads = thread_count();
+    struct tcpmsg_codec codecs[3];
+    tcpmsg_codec_init_length(&codecs[0], NULL);
+    tcpmsg_codec_init_delim(&codecs[1], NULL);
+    tcpmsg_codec_init_fixed(&codecs[2], &(struct tcpmsg_fixed_config){.size = 8});
+    const char *msgs[3][3] = {{"", "hello", "a longer message"},
+                              {"line one", "", "two"},
+                              {"12345678", "abcdefgh", "ABCDEFGH"}};
+    for (int k = 0; k < 3; k++) {
+        struct tcpmsg_server_config cfg = {.codec = &codecs[k]};
+        struct tcpmsg_server *s = start(m, &cfg, &echo);
+        struct tcpmsg_conn *c = client(s, &codecs[k]);
+        for (int i = 0; i < 3; i++)
+            exchange(c, msgs[k][i]);
+        ck_assert_int_eq(tcpmsg_conn_close(c, LONG_WAIT), 0);
+        finish(s);
+    }
+    ck_assert_int_eq(atomic_load(&sh->reasons[R_EOF]), 3);
+    ck_assert_int_eq(atomic_load(&sh->messages), 9);
+    ck_assert_int_eq(thread_count(), threads); /* every thread joined */
+}
+END_TEST
+
+START_TEST(many_clients)
+{
+    const struct model *m = &models[_i];
+    enum { K = 5 };
+    int n = m->model == TCPMSG_MODEL_FORK ? 30 : 200;
+    struct tcpmsg_server_config cfg = {0};
+    struct tcpmsg_server *s = start(m, &cfg, &echo);
+    struct tcpmsg_conn **c = calloc((size_t)n, sizeof *c);
+    for (int i = 0; i < n; i++)
+        c[i] = client(s, NULL);
+    char msg[32];
+    if (m->concurrent) {
+        /* All at once: every client has sent before any reads. */
+        for (int k = 0; k < K; k++)
+            for (int i = 0; i < n; i++) {
+                snprintf(msg, sizeof msg, "client %d msg %d", i, k);
+                ck_assert_int_eq(tcpmsg_conn_send(c[i], msg, strlen(msg), LONG_WAIT), 0);
+            }
+        for (int k = 0; k < K; k++)
+            for (int i = 0; i < n; i++) {
+                struct tcpmsg_frame f;
+                snprintf(msg, sizeof msg, "client %d msg %d", i, k);
+                ck_assert_int_eq(tcpmsg_conn_recv(c[i], &f, LONG_WAIT), 0);
+                ck_assert_uint_eq(f.len, strlen(msg));
+                ck_assert_int_eq(memcmp(f.data, msg, f.len), 0);
+            }
+        for (int i = 0; i < n; i++)
+            ck_assert_int_eq(tcpmsg_conn_close(c[i], LONG_WAIT), 0);
+    } else {
+        /* Connected all at once, served in turn (the others wait in the accept queue). */
+        for (int i = 0; i < n; i++) {
+            for (int k = 0; k < K; k++) {
+                snprintf(msg, sizeof msg, "client %d msg %d", i, k);
+                exchange(c[i], msg);
+            }
+            ck_assert_int_eq(tcpmsg_conn_close(c[i], LONG_WAIT), 0);
+        }
+    }
+    free(c);
+    {
+        tcpmsg_server_stop(s);
+        ck_assert_int_eq(tcpmsg_server_wait(s), 0);
+        struct tcpmsg_server_stats st;
+        tcpmsg_server_stats(s, &st);
+        ck_assert_uint_eq(st.accepted, (uint64_t)n);
+        ck_assert_uint_eq(st.msgs_in, (uint64_t)n * K);
+        ck_assert_uint_eq(st.msgs_out, (uint64_t)n * K);
+        ck_assert_uint_eq(st.active, 0);
+        ck_assert_uint_eq(st.closed_error, 0);
+        destroy_checked(s);
+    }
+    ck_assert_int_eq(atomic_load(&sh->reasons[R_EOF]), n);
+}
+END_TEST
+
+static bool
+handled(void *arg)
+{
+    return atomic_load(&sh->messages) >= *(int *)arg;
+}
+
+static bool
+reason_seen(void *arg)
+{
+    return atomic_load(&sh->reasons[*(int *)arg]) > 0;
+}
+
+START_TEST(slow_and_idle_peers_are_closed)
+{
+    const struct model *m = &models[_i];
+    struct tcpmsg_server_config cfg = {.idle_timeout_ms = 100, .frame_timeout_ms = 10000};
+    struct tcpmsg_server *s = start(m, &cfg, &echo);
+    /* Connects and says nothing. */
+    struct tcpmsg_conn *c = client(s, NULL);
+    assert_closed(c);
+    int k = R_IDLE;
+    ck_assert(eventually(reason_seen, &k));
+    tcpmsg_conn_close(c, TCPMSG_NOWAIT);
+    finish(s);
+
+    /* Starts a frame and never finishes it, while staying "active" below the idle limit. */
+    cfg = (struct tcpmsg_server_config){.idle_timeout_ms = 10000, .frame_timeout_ms = 100};
+    s = start(m, &cfg, &echo);
+    c = client(s, NULL);
+    ck_assert_int_eq(tcpmsg_conn_write_all(c, "\0\0", 2, LONG_WAIT), 0);
+    assert_closed(c);
+    k = R_SLOW;
+    ck_assert(eventually(reason_seen, &k));
+    tcpmsg_conn_close(c, TCPMSG_NOWAIT);
+    /* The server still serves. */
+    c = client(s, NULL);
+    exchange(c, "still here");
+    tcpmsg_conn_close(c, LONG_WAIT);
+    finish(s);
+}
+END_TEST
+
+START_TEST(misbehaving_peer_closes_only_itself)
+{
+    const struct model *m = &models[_i];
+    struct tcpmsg_codec codec;
+    tcpmsg_codec_init_length(&codec, &(struct tcpmsg_length_config){.max_payload = 1000});
+    struct tcpmsg_server_config cfg = {.codec = &codec};
+    struct tcpmsg_server *s = start(m, &cfg, &echo);
+    struct tcpmsg_conn *good = m->concurrent ? client(s, NULL) : NULL;
+    if (good)
+        exchange(good, "before");
+
+    /* An oversized header. */
+    struct tcpmsg_conn *bad = client(s, NULL);
+    ck_assert_int_eq(tcpmsg_conn_write_all(bad, "\xff\xff\xff\xff", 4, LONG_WAIT), 0);
+    assert_closed(bad);
+    tcpmsg_conn_close(bad, TCPMSG_NOWAIT);
+    /* A handler that refuses a message. */
+    bad = client(s, NULL);
+    ck_assert_int_eq(tcpmsg_conn_send(bad, "bad", 3, LONG_WAIT), 0);
+    assert_closed(bad);
+    tcpmsg_conn_close(bad, TCPMSG_NOWAIT);
+    /* A peer that resets. */
+    bad = client(s, NULL);
+    exchange(bad, "then reset");
+    tcpmsg_conn_reset(bad);
+
+    if (good) {
+        exchange(good, "after");
+        tcpmsg_conn_close(good, LONG_WAIT);
+    }
+    struct tcpmsg_conn *c = client(s, NULL);
+    exchange(c, "a new client");
+    tcpmsg_conn_close(c, LONG_WAIT);
+    int k = R_MSGSIZE;
+    ck_assert(eventually(reason_seen, &k));
+    k = R_HANDLER;
+    ck_assert(eventually(reason_seen, &k));
+    finish(s);
+}
+END_TEST
+
+START_TEST(client_that_never_reads)
+{
+    const struct model *m = &models[_i];
+    struct tcpmsg_server_config cfg = {
+        .output_high = 64 * 1024, .output_low = 16 * 1024, .write_timeout_ms = 300};
+    struct tcpmsg_server *s = start(m, &cfg, &echo);
+    struct tcpmsg_conn *c = client(s, NULL);
+    /* Send 1 KiB requests without reading a reply, until the server stops taking them (or
+     * closes). What the server holds is bounded by its watermark and the kernel buffers. */
+    static char req[1024];
+    size_t sent = 0;
+    int r = 0;
+    while (sent < (size_t)256 * 1024 * 1024) {
+        r = tcpmsg_conn_send(c, req, sizeof req, tcpmsg_deadline_in(500));
+        if (r != 0)
+            break;
+        sent += sizeof req;
+    }
+    ck_assert_msg(r == -ETIMEDOUT || r == -EPIPE || r == -ECONNRESET, "%s", tcpmsg_errname(r));
+    ck_assert_msg(sent < (size_t)64 * 1024 * 1024, "the server took %zu bytes", sent);
+    tcpmsg_conn_reset(c);
+    /* And it serves others. */
+    c = client(s, NULL);
+    exchange(c, "hello");
+    tcpmsg_conn_close(c, LONG_WAIT);
+    finish(s);
+}
+END_TEST
+
+START_TEST(max_connections)
+{
+    const struct model *m = &models[_i];
+    if (!m->concurrent)
+        return; /* one (ITERATIVE) or `workers` (POOL) at a time: the rest wait, by design */
+    struct tcpmsg_server_config cfg = {.max_conns = 3};
+    struct tcpmsg_server *s = start(m, &cfg, &echo);
+    struct tcpmsg_conn *c[3];
+    for (int i = 0; i < 3; i++) {
+        c[i] = client(s, NULL);
+        exchange(c[i], "in");
+    }
+    struct tcpmsg_conn *extra = client(s, NULL);
+    assert_closed(extra);
+    tcpmsg_conn_close(extra, TCPMSG_NOWAIT);
+    struct tcpmsg_server_stats st;
+    tcpmsg_server_stats(s, &st);
+    ck_assert_uint_eq(st.refused, 1);
+    tcpmsg_conn_close(c[0], LONG_WAIT);
+    /* A slot is free again once the server noticed. */
+    struct tcpmsg_conn *again = NULL;
+    for (int tries = 0; tries < 1000 && !again; tries++) {
+        struct tcpmsg_frame f;
+        again = client(s, NULL);
+        if (tcpmsg_conn_send(again, "x", 1, LONG_WAIT) == 0 &&
+            tcpmsg_conn_recv(again, &f, LONG_WAIT) == 0)
+            break;
+        tcpmsg_conn_close(again, TCPMSG_NOWAIT);
+        again = NULL;
+    }
+    ck_assert_ptr_nonnull(again);
+    tcpmsg_conn_close(again, LONG_WAIT);
+    for (int i = 1; i < 3; i++)
+        exchange(c[i], "still");
+    for (int i = 1; i < 3; i++)
+        tcpmsg_conn_close(c[i], LONG_WAIT);
+    finish(s);
+}
+END_TEST
+
+START_TEST(stop_drains_received_frames)
+{
+    const struct model *m = &models[_i];
+    struct tcpmsg_server_config cfg = {0};
+    struct tcpmsg_server *s = start(m, &cfg, &echo);
+    struct tcpmsg_conn *c;
+    struct tcpmsg_conn_opts batch = {.flush = TCPMSG_FLUSH_BATCH};
+    ck_assert_int_eq(tcpmsg_conn_connect(&c, "127.0.0.1", nt_service(tcpmsg_server_port(s)),
+                                         &length4, &batch, LONG_WAIT),
+                     0);
+    exchange(c, "served"); /* this connection is being served */
+    for (int i = 0; i < 100; i++)
+        ck_assert_int_eq(tcpmsg_conn_send(c, &i, sizeof i, LONG_WAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_flush(c, LONG_WAIT), 0);
+    /* "Received" means read by the server: wait until it handled them all (a frame still in
+     * flight when the stop comes is not received, and may be dropped). Their replies may
+     * still be queued: delivering those is the drain's job. */
+    int want = 101;
+    ck_assert(eventually(handled, &want));
+    tcpmsg_server_stop(s);
+    for (int i = 0; i < 100; i++) {
+        struct tcpmsg_frame f;
+        ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), 0);
+        ck_assert_int_eq(memcmp(f.data, &i, sizeof i), 0);
+    }
+    assert_closed(c);
+    tcpmsg_conn_close(c, LONG_WAIT);
+    ck_assert_int_eq(tcpmsg_server_wait(s), 0);
+    tcpmsg_server_destroy(s);
+    errno = 0;
+    ck_assert_int_eq(waitpid(-1, NULL, WNOHANG), -1);
+    int k = R_SHUTDOWN;
+    ck_assert(eventually(reason_seen, &k));
+}
+END_TEST
+
+START_TEST(sigterm_in_a_server_process)
+{
+    /* The server as a program: its own process, signals handled, exit status 0. */
+    const struct model *m = &models[_i];
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        struct tcpmsg_server_config cfg = {.host = "127.0.0.1",
+                                           .model = m->model,
+                                           .pool_threads = m->pool_threads,
+                                           .workers = m->workers,
+                                           .handle_signals = true};
+        struct tcpmsg_server *s;
+        if (tcpmsg_server_create(&s, &cfg, &echo) < 0)
+            _exit(3);
+        int port = tcpmsg_server_port(s);
+        if (write(pfd[1], &port, sizeof port) != sizeof port)
+            _exit(4);
+        close(pfd[1]);
+        int r = tcpmsg_server_run(s);
+        tcpmsg_server_destroy(s);
+        _exit(r == 0 ? 0 : 5);
+    }
+    close(pfd[1]);
+    int port;
+    ck_assert_int_eq(read(pfd[0], &port, sizeof port), (ssize_t)sizeof port);
+    close(pfd[0]);
+    struct tcpmsg_conn *c;
+    ck_assert_int_eq(
+        tcpmsg_conn_connect(&c, "127.0.0.1", nt_service(port), &length4, NULL, LONG_WAIT), 0);
+    exchange(c, "served");
+    for (int i = 0; i < 50; i++)
+        ck_assert_int_eq(tcpmsg_conn_send(c, &i, sizeof i, LONG_WAIT), 0);
+    int want = 51;
+    ck_assert(eventually(handled, &want));
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    for (int i = 0; i < 50; i++) {
+        struct tcpmsg_frame f;
+        ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), 0);
+        ck_assert_int_eq(memcmp(f.data, &i, sizeof i), 0);
+    }
+    assert_closed(c);
+    tcpmsg_conn_close(c, LONG_WAIT);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
+}
+END_TEST
+
+static int
+dialog(struct tcpmsg_conn *c, void *user)
+{
+    (void)user;
+    /* The course's handle_dialog_with_client: a line in, a line out, until "quit". */
+    for (;;) {
+        struct tcpmsg_frame line;
+        ptrdiff_t n = tcpmsg_conn_read_until(c, "\n", 1, 1000, &line, TCPMSG_FOREVER);
+        if (n < 0)
+            return (int)n;
+        if (line.len == 4 && memcmp(line.data, "quit", 4) == 0)
+            return TCPMSG_EOF;
+        int r = tcpmsg_conn_write_all(c, line.raw, line.raw_len, TCPMSG_FOREVER);
+        if (r == 0)
+            r = tcpmsg_conn_flush(c, TCPMSG_FOREVER);
+        if (r < 0)
+            return r;
+    }
+}
+
+START_TEST(dialog_handler)
+{
+    const struct model *m = &models[_i];
+    struct tcpmsg_handler h = {.dialog = dialog, .on_close = on_close};
+    struct tcpmsg_server_config cfg = {.drain_ms = 20000};
+    if (m->model == TCPMSG_MODEL_EVENT) {
+        struct tcpmsg_server *s;
+        cfg.model = m->model;
+        ck_assert_int_eq(tcpmsg_server_create(&s, &cfg, &h), -EINVAL);
+        return;
+    }
+    struct tcpmsg_server *s = start(m, &cfg, &h);
+    struct tcpmsg_conn *c = client(s, NULL);
+    ck_assert_int_eq(tcpmsg_conn_write_all(c, "hi\nthere\n", 9, LONG_WAIT), 0);
+    struct tcpmsg_frame f;
+    ck_assert_int_eq(tcpmsg_conn_read_until(c, "\n", 1, 0, &f, LONG_WAIT), 3);
+    ck_assert_int_eq(tcpmsg_conn_read_until(c, "\n", 1, 0, &f, LONG_WAIT), 6);
+    /* The dialog now blocks in read_until with no deadline: a stop must still end it, long
+     * before the 20 s drain time, by shutting its reading side. */
+    tcpmsg_server_stop(s);
+    assert_closed(c);
+    tcpmsg_conn_close(c, LONG_WAIT);
+    ck_assert_int_eq(tcpmsg_server_wait(s), 0);
+    tcpmsg_server_destroy(s);
+    errno = 0;
+    ck_assert_int_eq(waitpid(-1, NULL, WNOHANG), -1);
+}
+END_TEST
+
+static bool
+replaced(void *arg)
+{
+    struct tcpmsg_server_stats st;
+    tcpmsg_server_stats(arg, &st);
+    return st.workers_replaced == 1;
+}
+
+START_TEST(pool_replaces_a_dead_worker)
+{
+    const struct model *m = &models[_i];
+    if (m->model != TCPMSG_MODEL_POOL || m->pool_threads)
+        return; /* only processes can die alone */
+    struct tcpmsg_server_config cfg = {0};
+    struct tcpmsg_server *s = start(m, &cfg, &echo);
+    struct tcpmsg_conn *c = client(s, NULL);
+    exchange(c, "who");
+    pid_t victim = atomic_load(&sh->worker_pid);
+    ck_assert_int_gt(victim, 0);
+    ck_assert_int_ne(victim, getpid());
+    ck_assert_int_eq(kill(victim, SIGKILL), 0);
+    assert_closed(c);
+    tcpmsg_conn_close(c, TCPMSG_NOWAIT);
+    ck_assert(eventually(replaced, s));
+    /* The pool is whole again: `workers` clients are served at the same time. */
+    struct tcpmsg_conn *cs[3];
+    for (int i = 0; i < 3; i++) {
+        cs[i] = client(s, NULL);
+        exchange(cs[i], "all here");
+    }
+    for (int i = 0; i < 3; i++)
+        tcpmsg_conn_close(cs[i], LONG_WAIT);
+    finish(s);
+}
+END_TEST
+
+START_TEST(stop_from_a_handler)
+{
+    const struct model *m = &models[_i];
+    if (m->processes)
+        return; /* a handler in a child process cannot reach the parent's server object */
+    struct tcpmsg_server_config cfg = {0};
+    struct tcpmsg_server *s = start(m, &cfg, &echo);
+    struct tcpmsg_conn *c = client(s, NULL);
+    exchange(c, "stop");
+    assert_closed(c);
+    tcpmsg_conn_close(c, LONG_WAIT);
+    ck_assert_int_eq(tcpmsg_server_wait(s), 0);
+    tcpmsg_server_destroy(s);
+}
+END_TEST
+
+START_TEST(configuration_errors)
+{
+    struct tcpmsg_server *s = (struct tcpmsg_server *)1;
+    struct tcpmsg_handler none = {0};
+    ck_assert_int_eq(tcpmsg_server_create(&s, NULL, &none), -EINVAL);
+    ck_assert_ptr_null(s);
+    struct tcpmsg_server_config bad = {.model = (enum tcpmsg_model)9};
+    ck_assert_int_eq(tcpmsg_server_create(&s, &bad, &echo), -EINVAL);
+    bad = (struct tcpmsg_server_config){.output_high = 10, .output_low = 20};
+    ck_assert_int_eq(tcpmsg_server_create(&s, &bad, &echo), -EINVAL);
+    struct tcpmsg_codec uninit = {0};
+    bad = (struct tcpmsg_server_config){.codec = &uninit};
+    ck_assert_int_eq(tcpmsg_server_create(&s, &bad, &echo), -EINVAL);
+    bad = (struct tcpmsg_server_config){.host = "127.0.0.1", .port = "no-such-service-x"};
+    ck_assert_int_eq(tcpmsg_server_create(&s, &bad, &echo), TCPMSG_EAI_SERVICE);
+    /* One server per process owns the signals. */
+    struct tcpmsg_server_config sig = {.host = "127.0.0.1", .handle_signals = true};
+    struct tcpmsg_server *a;
+    ck_assert_int_eq(tcpmsg_server_create(&a, &sig, &echo), 0);
+    ck_assert_int_eq(tcpmsg_server_create(&s, &sig, &echo), -EBUSY);
+    tcpmsg_server_destroy(a);
+    ck_assert_int_eq(tcpmsg_server_create(&a, &sig, &echo), 0);
+    tcpmsg_server_destroy(a);
+    tcpmsg_server_destroy(NULL);
+    tcpmsg_server_stop(NULL);
+    ck_assert_int_eq(tcpmsg_server_port(NULL), -EINVAL);
+}
+END_TEST
+
+static Suite *
+make_suite(void)
+{
+    tcpmsg_codec_init_length(&length4, NULL);
+    const char *only = getenv("TCPMSG_TEST_MODELS");
+    for (size_t i = 0; i < sizeof all_models / sizeof all_models[0]; i++) {
+        if (only && *only) {
+            char list[256];
+            snprintf(list, sizeof list, ",%s,", only);
+            char key[64];
+            snprintf(key, sizeof key, ",%s,", all_models[i].name);
+            if (!strstr(list, key))
+                continue;
+        }
+        models[nmodels++] = all_models[i];
+    }
+    Suite *s = suite_create("server");
+    TCase *t = tcase_create("server");
+    tcase_add_checked_fixture(t, shared_setup, shared_teardown);
+    tcase_set_timeout(t, 120);
+    tcase_add_loop_test(t, echo_every_codec, 0, nmodels);
+    tcase_add_loop_test(t, many_clients, 0, nmodels);
+    tcase_add_loop_test(t, slow_and_idle_peers_are_closed, 0, nmodels);
+    tcase_add_loop_test(t, misbehaving_peer_closes_only_itself, 0, nmodels);
+    tcase_add_loop_test(t, client_that_never_reads, 0, nmodels);
+    tcase_add_loop_test(t, max_connections, 0, nmodels);
+    tcase_add_loop_test(t, stop_drains_received_frames, 0, nmodels);
+    tcase_add_loop_test(t, sigterm_in_a_server_process, 0, nmodels);
+    tcase_add_loop_test(t, dialog_handler, 0, nmodels);
+    tcase_add_loop_test(t, pool_replaces_a_dead_worker, 0, nmodels);
+    tcase_add_loop_test(t, stop_from_a_handler, 0, nmodels);
+    tcase_add_test(t, configuration_errors);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+int
+main(void)
+{
+    return tu_run(make_suite());
+}
