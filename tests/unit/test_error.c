@@ -13,6 +13,9 @@ static const struct {
     const char *name;
 } codes[] = {
     {TCPMSG_EOF, "TCPMSG_EOF"},
+    {TCPMSG_EIDLE, "TCPMSG_EIDLE"},
+    {TCPMSG_ESLOW, "TCPMSG_ESLOW"},
+    {TCPMSG_EFULL, "TCPMSG_EFULL"},
     {TCPMSG_EAI_AGAIN, "TCPMSG_EAI_AGAIN"},
     {TCPMSG_EAI_FAIL, "TCPMSG_EAI_FAIL"},
     {TCPMSG_EAI_NONAME, "TCPMSG_EAI_NONAME"},
