@@ -266,12 +266,32 @@ child_on_term(int sig)
 }
 
 static void
-child_setup(void)
+child_setup(const sigset_t *restore)
 {
     struct sigaction sa = {.sa_handler = child_on_term};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGINT, SIG_IGN); /* a terminal's ^C reaches the whole group: the parent decides */
+    pthread_sigmask(SIG_SETMASK, restore, NULL);
+}
+
+/* fork() with every signal blocked across it: a signal arriving before the child has set its
+ * own handlers would otherwise run the parent's handlers (the application's, a test
+ * framework's) in the child. Returns fork's result; the child's mask is restored by
+ * child_setup, the parent's here. */
+static pid_t
+fork_blocked(sigset_t *old)
+{
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, old);
+    pid_t pid = fork();
+    if (pid != 0) {
+        int e = errno;
+        pthread_sigmask(SIG_SETMASK, old, NULL);
+        errno = e;
+    }
+    return pid;
 }
 
 static int
@@ -436,10 +456,11 @@ tcpmsg__run_fork(struct tcpmsg_server *s)
             refuse(s, fd);
             continue;
         }
-        pid_t pid = fork();
+        sigset_t old;
+        pid_t pid = fork_blocked(&old);
         if (pid == 0) {
             /* The executor: serves this client and nothing else. */
-            child_setup();
+            child_setup(&old);
             close(s->lfd);
             tcpmsg_sock_close(reserve);
             tcpmsg__serve_blocking(s, fd, NULL);
@@ -465,9 +486,10 @@ tcpmsg__run_fork(struct tcpmsg_server *s)
 static pid_t
 spawn_worker(struct tcpmsg_server *s)
 {
-    pid_t pid = fork();
+    sigset_t old;
+    pid_t pid = fork_blocked(&old);
     if (pid == 0) {
-        child_setup();
+        child_setup(&old);
         pool_worker(s, NULL);
         _exit(0);
     }
