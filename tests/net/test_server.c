@@ -670,6 +670,8 @@ make_suite(void)
         }
         models[nmodels++] = all_models[i];
     }
+    if (only && *only)
+        fprintf(stderr, "test_server: models restricted by TCPMSG_TEST_MODELS to %s\n", only);
     Suite *s = suite_create("server");
     TCase *t = tcase_create("server");
     tcase_add_checked_fixture(t, shared_setup, shared_teardown);
