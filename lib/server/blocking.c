@@ -266,8 +266,9 @@ child_on_term(int sig)
 }
 
 static void
-child_setup(const sigset_t *restore)
+child_setup(struct tcpmsg_server *s, const sigset_t *restore)
 {
+    s->in_child = true;
     struct sigaction sa = {.sa_handler = child_on_term};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
@@ -460,7 +461,7 @@ tcpmsg__run_fork(struct tcpmsg_server *s)
         pid_t pid = fork_blocked(&old);
         if (pid == 0) {
             /* The executor: serves this client and nothing else. */
-            child_setup(&old);
+            child_setup(s, &old);
             close(s->lfd);
             tcpmsg_sock_close(reserve);
             tcpmsg__serve_blocking(s, fd, NULL);
@@ -489,7 +490,7 @@ spawn_worker(struct tcpmsg_server *s)
     sigset_t old;
     pid_t pid = fork_blocked(&old);
     if (pid == 0) {
-        child_setup(&old);
+        child_setup(s, &old);
         pool_worker(s, NULL);
         _exit(0);
     }

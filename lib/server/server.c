@@ -78,7 +78,8 @@ tcpmsg__account(struct tcpmsg_server *s, const struct tcpmsg_conn *c, int reason
 int64_t
 tcpmsg__drain_deadline(struct tcpmsg_server *s)
 {
-    return s->drain_deadline ? s->drain_deadline : tcpmsg_deadline_in(s->cfg.drain_ms);
+    int64_t dl = s->drain_deadline;
+    return dl ? dl : tcpmsg_deadline_in(s->cfg.drain_ms);
 }
 
 /* ---- the blocking connection loop ------------------------------------------------------- */
@@ -161,7 +162,8 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
         slot->fd = fd;
         pthread_mutex_unlock(&s->mu);
     }
-    tcpmsg__child_fd = fd;
+    if (s->in_child)
+        tcpmsg__child_fd = fd;
     atomic_fetch_add(&s->n->active, 1);
     tcpmsg__log(s, TCPMSG_EV_OPEN, 0, fd);
     int reason = 0;
@@ -175,7 +177,8 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
         tcpmsg__log(s, TCPMSG_EV_CLOSE, reason, fd);
         tcpmsg__account(s, c, reason);
     }
-    tcpmsg__child_fd = -1;
+    if (s->in_child)
+        tcpmsg__child_fd = -1;
     if (slot) {
         pthread_mutex_lock(&s->mu);
         slot->fd = -1;

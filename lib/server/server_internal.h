@@ -36,7 +36,8 @@ struct tcpmsg_server {
     atomic_int serving_fd; /* ITERATIVE: the connection being served (-1: none), whose reading
                               side stop() shuts down for a dialog handler */
     struct tcpmsg__counters *n;
-    int64_t drain_deadline; /* set when the stop is noticed */
+    _Atomic int64_t drain_deadline; /* set when the stop is noticed, read by every thread */
+    bool in_child; /* this copy runs in a forked worker process (FORK, POOL processes) */
 
     bool signals;
     struct sigaction old_int, old_term;
