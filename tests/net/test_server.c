@@ -13,7 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -47,7 +51,11 @@ struct shared {
     atomic_int reasons[R_N];
     atomic_int opened, messages;
     atomic_int worker_pid;
-    struct tcpmsg_server *server; /* for "stop" (in-process models) */
+    atomic_int events[8];                 /* log callback: count per tcpmsg_server_event */
+    atomic_int accept_errors;             /* TCPMSG_EV_ACCEPT with -EMFILE / -ENFILE */
+    char open_tuple[TCPMSG_TUPLE_STRLEN]; /* the 4-tuple of the last TCPMSG_EV_OPEN */
+    atomic_int close_code;                /* the code of the last TCPMSG_EV_CLOSE */
+    struct tcpmsg_server *server;         /* for "stop" (in-process models) */
 };
 static struct shared *sh;
 
@@ -223,6 +231,21 @@ assert_closed(struct tcpmsg_conn *c)
     struct tcpmsg_frame f;
     int r = tcpmsg_conn_recv(c, &f, LONG_WAIT);
     ck_assert_msg(r == TCPMSG_EOF || r == -ECONNRESET || r == -EPROTO, "got %s", tcpmsg_errname(r));
+}
+
+/* The log callback: counts events in shared memory (it runs in workers too). */
+static void
+record(void *user, enum tcpmsg_server_event ev, int code, const char *tuple)
+{
+    (void)user;
+    if ((int)ev > 0 && (int)ev < 8)
+        atomic_fetch_add(&sh->events[ev], 1);
+    if (ev == TCPMSG_EV_OPEN)
+        snprintf(sh->open_tuple, sizeof sh->open_tuple, "%s", tuple);
+    if (ev == TCPMSG_EV_CLOSE)
+        atomic_store(&sh->close_code, code);
+    if (ev == TCPMSG_EV_ACCEPT && (code == -EMFILE || code == -ENFILE))
+        atomic_fetch_add(&sh->accept_errors, 1);
 }
 
 /* ---- the behaviour suite -------------------------------------------------------------- */
@@ -651,6 +674,139 @@ START_TEST(stop_from_a_handler)
 }
 END_TEST
 
+static bool
+event_seen(void *arg)
+{
+    return atomic_load(&sh->events[*(int *)arg]) > 0;
+}
+
+START_TEST(log_callback_sees_every_event)
+{
+    const struct model *m = &models[_i];
+    struct tcpmsg_server_config cfg = {.log = record};
+    struct tcpmsg_server *s = start(m, &cfg, &echo);
+    struct tcpmsg_conn *c = client(s, NULL);
+    exchange(c, "hello");
+
+    /* The server's tuple is the client's, mirrored: "server-side client-side". */
+    char mine[TCPMSG_TUPLE_STRLEN], mirrored[2 * TCPMSG_TUPLE_STRLEN];
+    ck_assert_int_gt(tcpmsg_addr_tuple(tcpmsg_conn_fd(c), mine, sizeof mine), 0);
+    char *space = strchr(mine, ' ');
+    ck_assert_ptr_nonnull(space);
+    *space = '\0';
+    snprintf(mirrored, sizeof mirrored, "%s %s", space + 1, mine);
+    ck_assert_str_eq(sh->open_tuple, mirrored);
+
+    /* A handler's error closes the connection and is the logged reason. */
+    ck_assert_int_eq(tcpmsg_conn_send(c, "bad", 3, LONG_WAIT), 0);
+    assert_closed(c);
+    tcpmsg_conn_close(c, 0);
+    int ev = TCPMSG_EV_CLOSE;
+    ck_assert(eventually(event_seen, &ev));
+    ck_assert_int_eq(atomic_load(&sh->close_code), -EBADMSG);
+    finish(s);
+    ck_assert_int_eq(atomic_load(&sh->events[TCPMSG_EV_OPEN]), 1);
+    ck_assert_int_eq(atomic_load(&sh->events[TCPMSG_EV_CLOSE]), 1);
+    ck_assert_int_ge(atomic_load(&sh->events[TCPMSG_EV_STOP]), 1);
+    ck_assert_int_eq(atomic_load(&sh->events[TCPMSG_EV_REFUSED]), 0);
+    ck_assert_int_eq(atomic_load(&sh->events[TCPMSG_EV_ACCEPT]), 0);
+}
+END_TEST
+
+/* The nth lowest fd number that process pid does not use (0: the one its next open gets). */
+static int
+free_fd(pid_t pid, int nth)
+{
+    enum { MAXFD = 4096 };
+    static bool used[MAXFD];
+    memset(used, 0, sizeof used);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    ck_assert_ptr_nonnull(d);
+    int own = pid == getpid() ? dirfd(d) : -1; /* closed again below */
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.') {
+            int fd = atoi(e->d_name);
+            if (fd >= 0 && fd < MAXFD && fd != own)
+                used[fd] = true;
+        }
+    closedir(d);
+    for (int fd = 0; fd < MAXFD; fd++)
+        if (!used[fd] && nth-- == 0)
+            return fd;
+    ck_abort_msg("no free fd below %d", MAXFD);
+    return -1;
+}
+
+struct fd_goal {
+    struct tcpmsg_server *s;
+    int fds; /* this process's open fds */
+};
+
+static bool
+settled(void *arg)
+{
+    struct fd_goal *g = arg;
+    struct tcpmsg_server_stats st;
+    tcpmsg_server_stats(g->s, &st);
+    return st.active == 0 && nt_fd_count() == g->fds;
+}
+
+START_TEST(survives_running_out_of_fds)
+{
+    const struct model *m = &models[_i];
+    bool in_worker = m->model == TCPMSG_MODEL_POOL && !m->pool_threads;
+    /* One worker: the one that served the first client has opened all it will open, so the
+     * fd counts below are stable (more workers start, and open their fds, in their time). */
+    struct tcpmsg_server_config cfg = {.log = record, .workers = 1};
+    struct tcpmsg_server *s = start(m, &cfg, &echo);
+
+    /* One connection served, then gone: the server is up and holds only its own fds. */
+    struct tcpmsg_conn *c = client(s, NULL);
+    exchange(c, "before");
+    int during = nt_fd_count();
+    ck_assert_int_eq(tcpmsg_conn_close(c, LONG_WAIT), 0);
+    /* Gone: the client's fd, and the server side's (FORK: the child's pidfd) in-process. */
+    struct fd_goal goal = {s, during - (in_worker ? 1 : 2)};
+    ck_assert_msg(eventually(settled, &goal), "%d fds, expected %d", nt_fd_count(), goal.fds);
+
+    /* The process that accepts gets a descriptor limit its next accept cannot fit under (in
+     * this process, the client's socket below takes the last number allowed). */
+    pid_t acceptor = in_worker ? (pid_t)atomic_load(&sh->worker_pid) : getpid();
+    struct rlimit old, low;
+    ck_assert_int_eq(prlimit(acceptor, RLIMIT_NOFILE, NULL, &old), 0);
+    low = old;
+    low.rlim_cur = (rlim_t)free_fd(acceptor, in_worker ? 0 : 1);
+    ck_assert_int_eq(prlimit(acceptor, RLIMIT_NOFILE, &low, NULL), 0);
+
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)tcpmsg_server_port(s)),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    /* The server cannot take it: it drops it (the client sees the end) instead of leaving
+     * it queued and spinning on a listener that stays readable. */
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    ck_assert_int_eq(poll(&p, 1, 60000), 1);
+    char byte;
+    ssize_t n = recv(fd, &byte, 1, 0);
+    ck_assert_msg(n == 0 || (n < 0 && errno == ECONNRESET), "recv: %zd", n);
+    close(fd);
+    ck_assert_int_eq(prlimit(acceptor, RLIMIT_NOFILE, &old, NULL), 0);
+
+    /* The next client is served as if nothing happened. */
+    c = client(s, NULL);
+    exchange(c, "after");
+    ck_assert_int_eq(tcpmsg_conn_close(c, LONG_WAIT), 0);
+    finish(s);
+    ck_assert_int_eq(atomic_load(&sh->accept_errors), 1); /* reported once, no busy loop */
+    ck_assert_int_eq(atomic_load(&sh->reasons[R_EOF]), 2);
+}
+END_TEST
+
 START_TEST(configuration_errors)
 {
     struct tcpmsg_server *s = (struct tcpmsg_server *)1;
@@ -713,6 +869,8 @@ make_suite(void)
     tcase_add_loop_test(t, dialog_handler, 0, nmodels);
     tcase_add_loop_test(t, pool_replaces_a_dead_worker, 0, nmodels);
     tcase_add_loop_test(t, stop_from_a_handler, 0, nmodels);
+    tcase_add_loop_test(t, log_callback_sees_every_event, 0, nmodels);
+    tcase_add_loop_test(t, survives_running_out_of_fds, 0, nmodels);
     tcase_add_test(t, configuration_errors);
     suite_add_tcase(s, t);
     return s;
