@@ -173,6 +173,15 @@ TCPMSG_API int tcpmsg_server_wait(struct tcpmsg_server *s);
  */
 TCPMSG_API void tcpmsg_server_stop(struct tcpmsg_server *s);
 
+/*
+ * tcpmsg_model_name - the model's name as tcpmsg_model_parse reads it ("iterative", "fork",
+ * "thread", "pool", "event"); "?" for a value outside the enum. Static storage.
+ * tcpmsg_model_parse - the model named `name` (exact, lower case) into *out. Returns 0, or
+ * -EINVAL for an unknown name (*out untouched). For command lines and configuration files.
+ */
+TCPMSG_API const char *tcpmsg_model_name(enum tcpmsg_model m);
+TCPMSG_API int tcpmsg_model_parse(const char *name, enum tcpmsg_model *out);
+
 /* tcpmsg_server_stats - copies the counters. */
 TCPMSG_API void tcpmsg_server_stats(const struct tcpmsg_server *s,
                                     struct tcpmsg_server_stats *out);

@@ -328,6 +328,30 @@ fail:
     return r;
 }
 
+static const char *const model_names[] = {
+    [TCPMSG_MODEL_EVENT] = "event",   [TCPMSG_MODEL_ITERATIVE] = "iterative",
+    [TCPMSG_MODEL_FORK] = "fork",     [TCPMSG_MODEL_THREAD] = "thread",
+    [TCPMSG_MODEL_POOL] = "pool",
+};
+
+const char *
+tcpmsg_model_name(enum tcpmsg_model m)
+{
+    unsigned i = (unsigned)m;
+    return i < sizeof model_names / sizeof model_names[0] ? model_names[i] : "?";
+}
+
+int
+tcpmsg_model_parse(const char *name, enum tcpmsg_model *out)
+{
+    for (unsigned i = 0; name && i < sizeof model_names / sizeof model_names[0]; i++)
+        if (strcmp(name, model_names[i]) == 0) {
+            *out = (enum tcpmsg_model)i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
 int
 tcpmsg_server_port(const struct tcpmsg_server *s)
 {

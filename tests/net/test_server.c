@@ -807,6 +807,25 @@ START_TEST(survives_running_out_of_fds)
 }
 END_TEST
 
+START_TEST(model_names)
+{
+    enum tcpmsg_model all[] = {TCPMSG_MODEL_ITERATIVE, TCPMSG_MODEL_FORK, TCPMSG_MODEL_THREAD,
+                               TCPMSG_MODEL_POOL, TCPMSG_MODEL_EVENT};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        enum tcpmsg_model back = (enum tcpmsg_model)99;
+        ck_assert_int_eq(tcpmsg_model_parse(tcpmsg_model_name(all[i]), &back), 0);
+        ck_assert_int_eq(back, all[i]);
+    }
+    ck_assert_str_eq(tcpmsg_model_name(TCPMSG_MODEL_FORK), "fork");
+    ck_assert_str_eq(tcpmsg_model_name((enum tcpmsg_model)42), "?");
+    enum tcpmsg_model m = TCPMSG_MODEL_FORK;
+    ck_assert_int_eq(tcpmsg_model_parse("Fork", &m), -EINVAL);
+    ck_assert_int_eq(tcpmsg_model_parse("", &m), -EINVAL);
+    ck_assert_int_eq(tcpmsg_model_parse(NULL, &m), -EINVAL);
+    ck_assert_int_eq(m, TCPMSG_MODEL_FORK); /* untouched */
+}
+END_TEST
+
 START_TEST(configuration_errors)
 {
     struct tcpmsg_server *s = (struct tcpmsg_server *)1;
@@ -872,6 +891,7 @@ make_suite(void)
     tcase_add_loop_test(t, log_callback_sees_every_event, 0, nmodels);
     tcase_add_loop_test(t, survives_running_out_of_fds, 0, nmodels);
     tcase_add_test(t, configuration_errors);
+    tcase_add_test(t, model_names);
     suite_add_tcase(s, t);
     return s;
 }

@@ -8,12 +8,15 @@ import re
 import subprocess
 import sys
 
-echo_server, echo_client, whoami_server, whoami_client = sys.argv[1:5]
+import signal
+import socket
+
+echo_server, echo_client, whoami_server, whoami_client, upper_server = sys.argv[1:6]
 failures = []
 
 
-def start(server):
-    p = subprocess.Popen([server, "0"], stderr=subprocess.PIPE, text=True)
+def start(server, *args):
+    p = subprocess.Popen([server, "0", *args], stderr=subprocess.PIPE, text=True)
     line = p.stderr.readline()
     m = re.match(r"listening on port (\d+)", line)
     if not m:
@@ -62,6 +65,70 @@ try:
             failures.append(f"whoami {host}: tuples do not mirror: {r.stdout!r}")
 finally:
     stop(p)
+
+
+def lines_exchange(host, port, payload):
+    """Sends payload on a new connection, half-closes, returns everything received."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect((host, int(port)))
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+        return got
+
+
+# The server example under every model: answers, then SIGTERM drains and exits 0.
+for model in ("iterative", "fork", "thread", "pool", "event"):
+    p, port = start(upper_server, model)
+    try:
+        for host in ("127.0.0.1", "::1"):
+            got = lines_exchange(host, port, b"hello\nworld\n")
+            if got != b"HELLO\nWORLD\n":
+                failures.append(f"upper_server {model} {host}: got {got!r}")
+        # Many clients open at once (one at a time for iterative, which queues them).
+        socks = []
+        for i in range(20):
+            s = socket.create_connection(("127.0.0.1", int(port)), timeout=30)
+            socks.append(s)
+        for i, s in enumerate(socks):
+            s.sendall(b"client %d\n" % i)
+            s.shutdown(socket.SHUT_WR)
+        for i, s in enumerate(socks):
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+            s.close()
+            if got != b"CLIENT %d\n" % i:
+                failures.append(f"upper_server {model} client {i}: got {got!r}")
+        # A line over the codec's limit closes that connection only.
+        try:
+            got = lines_exchange("127.0.0.1", port, b"x" * 5000 + b"\n")
+        except (ConnectionResetError, BrokenPipeError):
+            got = b""  # closed with unread bytes in its buffer: a reset
+        if got != b"":
+            failures.append(f"upper_server {model}: oversized line answered {got[:20]!r}")
+        if lines_exchange("127.0.0.1", port, b"again\n") != b"AGAIN\n":
+            failures.append(f"upper_server {model}: not serving after an oversized line")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            rc = p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            rc = "hung"
+        err = p.stderr.read()
+    if rc != 0:
+        failures.append(f"upper_server {model}: SIGTERM gave rc={rc} err={err!r}")
+    if "done" not in err or "larger than the configured limit" not in err:
+        failures.append(f"upper_server {model}: log lines missing: {err!r}")
+
+r = run([upper_server, "0", "nosuchmodel"])
+if r.returncode != 2 or "unknown model" not in r.stderr:
+    failures.append(f"upper_server unknown model: rc={r.returncode} err={r.stderr!r}")
 
 for f in failures:
     print("FAIL:", f)
