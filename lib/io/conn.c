@@ -742,6 +742,19 @@ tcpmsg_conn_open(struct tcpmsg_conn **out, int fd, const struct tcpmsg_codec *co
     return 0;
 }
 
+/* Wraps a new fd (or passes its error on); the fd is closed if the connection cannot be made. */
+static int
+adopt(struct tcpmsg_conn **out, int fd, const struct tcpmsg_codec *codec,
+      const struct tcpmsg_conn_opts *opts)
+{
+    if (fd < 0)
+        return fd;
+    int r = tcpmsg_conn_open(out, fd, codec, opts);
+    if (r < 0)
+        tcpmsg__close_quietly(fd);
+    return r;
+}
+
 int
 tcpmsg_conn_connect(struct tcpmsg_conn **out, const char *host, const char *service,
                     const struct tcpmsg_codec *codec, const struct tcpmsg_conn_opts *opts,
@@ -750,13 +763,7 @@ tcpmsg_conn_connect(struct tcpmsg_conn **out, const char *host, const char *serv
     if (!out)
         return -EINVAL;
     *out = NULL;
-    int fd = tcpmsg_sock_connect(host, service, NULL, deadline);
-    if (fd < 0)
-        return fd;
-    int r = tcpmsg_conn_open(out, fd, codec, opts);
-    if (r < 0)
-        tcpmsg__close_quietly(fd);
-    return r;
+    return adopt(out, tcpmsg_sock_connect(host, service, NULL, deadline), codec, opts);
 }
 
 int
@@ -767,13 +774,7 @@ tcpmsg_conn_accept(struct tcpmsg_conn **out, int lfd, struct tcpmsg_addr *peer,
     if (!out)
         return -EINVAL;
     *out = NULL;
-    int fd = tcpmsg_sock_accept(lfd, NULL, peer, deadline);
-    if (fd < 0)
-        return fd;
-    int r = tcpmsg_conn_open(out, fd, codec, opts);
-    if (r < 0)
-        tcpmsg__close_quietly(fd);
-    return r;
+    return adopt(out, tcpmsg_sock_accept(lfd, NULL, peer, deadline), codec, opts);
 }
 
 void

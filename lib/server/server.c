@@ -329,8 +329,8 @@ fail:
 }
 
 static const char *const model_names[] = {
-    [TCPMSG_MODEL_EVENT] = "event",   [TCPMSG_MODEL_ITERATIVE] = "iterative",
-    [TCPMSG_MODEL_FORK] = "fork",     [TCPMSG_MODEL_THREAD] = "thread",
+    [TCPMSG_MODEL_EVENT] = "event", [TCPMSG_MODEL_ITERATIVE] = "iterative",
+    [TCPMSG_MODEL_FORK] = "fork",   [TCPMSG_MODEL_THREAD] = "thread",
     [TCPMSG_MODEL_POOL] = "pool",
 };
 
