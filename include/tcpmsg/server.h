@@ -22,9 +22,10 @@
  *   if (r == 0) r = tcpmsg_server_run(s);          // until SIGINT/SIGTERM: drains, returns 0
  *   tcpmsg_server_destroy(s);
  *
- * Inside a handler, tcpmsg_conn_send only queues the reply (the connection runs with
- * TCPMSG_FLUSH_MANUAL under EVENT, TCPMSG_FLUSH_BATCH otherwise); the server writes queued
- * replies before it waits for the peer again, so a handler never blocks the others.
+ * Inside on_message, tcpmsg_conn_send only queues the reply (the connection runs with
+ * TCPMSG_FLUSH_MANUAL under every model); the server writes queued replies before it waits
+ * for the peer again, so a handler never blocks, whatever deadline it passes. A dialog
+ * handler's connection runs with TCPMSG_FLUSH_BATCH: its sends write as its deadlines say.
  *
  * Every connection ends with exactly one on_close(conn, reason) (if on_open accepted it),
  * where reason is: TCPMSG_EOF (the peer ended cleanly), -EPROTO / -EMSGSIZE (it broke the
@@ -112,12 +113,17 @@ struct tcpmsg_server_config {
                                     this time (-ETIMEDOUT) [10000] */
     int drain_ms;                /* at stop: time granted to finish, flush and close
                                     [5000]; then connections are reset */
-    size_t output_high;          /* EVENT: stop reading from a connection whose queued
-                                    output passed this [1 MiB] ... */
-    size_t output_low;           /* ... until it drained below this [256 KiB] */
+    size_t output_high;          /* stop reading from a connection whose queued output
+                                    passed this [1 MiB] (blocking models: write it, for up to
+                                    write_timeout_ms, before reading more) ... */
+    size_t output_low;           /* ... EVENT: until it drained below this [256 KiB] */
     bool handle_signals;         /* SIGINT and SIGTERM stop the server (one server per
                                     process); SIGPIPE is never needed */
-    struct tcpmsg_conn_opts conn; /* per-connection buffers (flush is set by the model) */
+    struct tcpmsg_conn_opts conn; /* per-connection buffers (flush is set by the model;
+                                    max_output is raised to 4 x output_high at least) */
+    struct tcpmsg_listen_opts listen; /* the listener: family (for the wildcard), backlog,
+                                    sndbuf / rcvbuf of every accepted connection;
+                                    reuseport is set for EVENT with several workers */
     /* Optional: receives every event with the connection's 4-tuple ("" when there is
      * none). Called from any worker (thread or process); must not block for long. */
     void (*log)(void *user, enum tcpmsg_server_event ev, int code, const char *tuple);

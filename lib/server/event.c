@@ -178,10 +178,7 @@ accept_some(struct worker *w)
         }
         /* The socket stays blocking: with TCPMSG_NOWAIT every call of the connection uses
          * MSG_DONTWAIT, which saves two fcntl calls per connection. */
-        struct tcpmsg_conn_opts o = s->cfg.conn;
-        o.flush = TCPMSG_FLUSH_MANUAL;
-        if (o.max_output == 0 || o.max_output < s->cfg.output_high * 4)
-            o.max_output = s->cfg.output_high * 4;
+        struct tcpmsg_conn_opts o = tcpmsg__conn_opts(s);
         struct econn *e = calloc(1, sizeof *e);
         if (!e || tcpmsg_conn_open(&e->c, fd, &s->codec, &o) < 0) {
             free(e);
@@ -336,7 +333,8 @@ worker_init(struct worker *w, struct tcpmsg_server *s, int index)
         /* Another listener on the same port: the kernel spreads new connections. */
         struct tcpmsg_addr a;
         int r = tcpmsg_addr_local(s->lfd, &a);
-        struct tcpmsg_listen_opts lo = {.reuseport = true};
+        struct tcpmsg_listen_opts lo = s->cfg.listen;
+        lo.reuseport = true;
         if (r == 0)
             r = tcpmsg_sock_listen_addr(&a, &lo);
         if (r < 0)

@@ -75,6 +75,16 @@ tcpmsg__account(struct tcpmsg_server *s, const struct tcpmsg_conn *c, int reason
         atomic_fetch_add(&s->n->closed_error, 1);
 }
 
+struct tcpmsg_conn_opts
+tcpmsg__conn_opts(const struct tcpmsg_server *s)
+{
+    struct tcpmsg_conn_opts o = s->cfg.conn;
+    o.flush = TCPMSG_FLUSH_MANUAL;
+    if (o.max_output < s->cfg.output_high * 4)
+        o.max_output = s->cfg.output_high * 4;
+    return o;
+}
+
 int64_t
 tcpmsg__drain_deadline(struct tcpmsg_server *s)
 {
@@ -99,6 +109,13 @@ message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c)
     uint64_t seen = 0;
     bool stopping = false;
     for (;;) {
+        /* Backpressure: replies the peer does not read are written before another request
+         * is read, so what a connection holds stays below output_high plus one reply. */
+        if (tcpmsg_conn_output(c, NULL) >= s->cfg.output_high) {
+            int w = tcpmsg_conn_flush(c, tcpmsg_deadline_in(s->cfg.write_timeout_ms));
+            if (w < 0)
+                return w;
+        }
         struct tcpmsg_frame m;
         int r = tcpmsg_conn_recv(c, &m, TCPMSG_NOWAIT);
         if (r == 0) {
@@ -150,8 +167,9 @@ message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c)
 void
 tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slot)
 {
-    struct tcpmsg_conn_opts o = s->cfg.conn;
-    o.flush = TCPMSG_FLUSH_BATCH;
+    struct tcpmsg_conn_opts o = tcpmsg__conn_opts(s);
+    if (s->h.dialog)
+        o.flush = TCPMSG_FLUSH_BATCH; /* the dialog's own sends write, under its deadlines */
     struct tcpmsg_conn *c;
     if (tcpmsg_conn_open(&c, fd, &s->codec, &o) < 0) {
         tcpmsg_sock_close(fd);
@@ -299,10 +317,8 @@ tcpmsg_server_create(struct tcpmsg_server **out, const struct tcpmsg_server_conf
         r = -errno;
         goto fail;
     }
-    struct tcpmsg_listen_opts lo = {
-        .reuseport = s->cfg.model == TCPMSG_MODEL_EVENT && s->cfg.workers > 1,
-        .sndbuf = 0,
-    };
+    struct tcpmsg_listen_opts lo = s->cfg.listen;
+    lo.reuseport |= s->cfg.model == TCPMSG_MODEL_EVENT && s->cfg.workers > 1;
     r = tcpmsg_sock_listen(s->host[0] ? s->host : NULL, s->port[0] ? s->port : "0", &lo);
     if (r < 0)
         goto fail;

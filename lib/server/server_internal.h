@@ -76,6 +76,9 @@ void tcpmsg__account(struct tcpmsg_server *s, const struct tcpmsg_conn *c, int r
 void tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slot);
 /* Shuts down the reading side of every connection in a slot (threads' dialog handlers). */
 void tcpmsg__shutdown_slots(struct tcpmsg_server *s, int how);
+/* The options of a served connection: the user's, with TCPMSG_FLUSH_MANUAL (handlers only
+ * queue) and room for the output watermarks. */
+struct tcpmsg_conn_opts tcpmsg__conn_opts(const struct tcpmsg_server *s);
 /* Milliseconds from now until the drain deadline (>= 0). */
 int64_t tcpmsg__drain_deadline(struct tcpmsg_server *s);
 
