@@ -208,6 +208,23 @@ TCPMSG_API int tcpmsg_codec_init_fixed(struct tcpmsg_codec *c,
                                        const struct tcpmsg_fixed_config *cfg);
 
 /*
+ * tcpmsg_codec_parse - configures a codec from a short text, for command lines and
+ * configuration files:
+ *   len8 len16 len24 len32 len64   payload length in 1, 2, 3, 4 or 8 bytes, big endian,
+ *                                  then the payload ("len32le": little endian)
+ *   varint                         payload length as an unsigned LEB128 varint
+ *   line                           lines ending in "\n" or "\r\n"; encodes "\n"
+ *   lf / crlf                      lines ending in exactly "\n" / strict "\r\n"
+ *   delim:HEX                      frames ending in the bytes HEX ("delim:00", "delim:0d0a")
+ *   fixed:N                        records of exactly N bytes
+ * max is the largest payload (0: the codec's default, 16 MiB or what the field holds); it
+ * is ignored by fixed:N except that N over a non-zero max is -EMSGSIZE.
+ * Returns 0, or -EINVAL for an unknown or malformed spec or a max the framing cannot
+ * express (len16 with max 100000); c is then left not initialised.
+ */
+TCPMSG_API int tcpmsg_codec_parse(struct tcpmsg_codec *c, const char *spec, uint64_t max);
+
+/*
  * tcpmsg_decoder_init - puts a decoder in its initial state: no bytes seen, no error.
  * Use it once per stream, and again to reset a decoder after an error or between streams.
  */

@@ -63,6 +63,9 @@ enum tcpmsg_model {
  * What the server calls. Every callback is optional and receives the handler's `user`.
  * Callbacks of different connections may run concurrently (THREAD, POOL threads, EVENT with
  * several workers) or in different processes (FORK, POOL): share state accordingly.
+ * Under EVENT, a callback may also send on any other connection of its worker (kept from
+ * its on_open until its on_close): that output is written at the end of the loop turn, so
+ * one worker (workers = 1) can run a chat room or a broadcast.
  */
 struct tcpmsg_handler {
     /* A connection was accepted. Return < 0 to refuse it (it is closed, on_close is not
@@ -71,7 +74,8 @@ struct tcpmsg_handler {
     /* One whole message (a view valid during the call). Reply with tcpmsg_conn_send.
      * Return 0 to go on, < 0 to close this connection with that reason. */
     int (*on_message)(struct tcpmsg_conn *c, const struct tcpmsg_frame *m, void *user);
-    /* The connection is ending, for `reason` (see above); replies queued are flushed after. */
+    /* The connection is ending, for `reason` (see above); replies queued are flushed after.
+     * c stays valid during the call and is freed after it. */
     void (*on_close)(struct tcpmsg_conn *c, int reason, void *user);
     /* Blocking models only (ITERATIVE, FORK, THREAD, POOL): instead of on_message, owns the
      * whole conversation (the course's handle_dialog_with_client), using tcpmsg_conn_recv /
@@ -187,6 +191,17 @@ TCPMSG_API void tcpmsg_server_stop(struct tcpmsg_server *s);
  */
 TCPMSG_API const char *tcpmsg_model_name(enum tcpmsg_model m);
 TCPMSG_API int tcpmsg_model_parse(const char *name, enum tcpmsg_model *out);
+
+/*
+ * tcpmsg_server_drop - from a callback, ends connection c with `reason` (< 0): its queued
+ * output is discarded, the peer gets a reset, and on_close(c, reason) runs once the
+ * current callback has returned (never from inside this call). c is the callback's own
+ * connection or, under EVENT, any other connection of the same worker thread (a chat room
+ * dropping a member too slow to read what the others say). The first reason wins; later
+ * calls return 0 and change nothing. Returns 0, or -EINVAL (reason >= 0, or c is not a
+ * connection a server serves).
+ */
+TCPMSG_API int tcpmsg_server_drop(struct tcpmsg_conn *c, int reason);
 
 /* tcpmsg_server_stats - copies the counters. */
 TCPMSG_API void tcpmsg_server_stats(const struct tcpmsg_server *s,

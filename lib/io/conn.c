@@ -51,6 +51,8 @@ struct tcpmsg_conn {
     enum tcpmsg_flush flush;
     struct tcpmsg_conn_stats st;
     void *user;
+    void (*wake)(void *arg); /* tcpmsg__conn_hook: output queued on an idle connection */
+    void *wake_arg;
 };
 
 /* struct iovec has no const variant; the library never writes through these. */
@@ -526,10 +528,14 @@ send_frame(struct tcpmsg_conn *c, const struct frame_parts *f, size_t total, boo
         int r = reserve_output(c, total);
         if (r < 0)
             return r;
+        bool was_idle = c->slen == c->spos;
         copy_frame(c, f, 0);
         c->st.msgs_out += is_msg;
-        if (c->fd < 0 || c->flush == TCPMSG_FLUSH_MANUAL)
+        if (c->fd < 0 || c->flush == TCPMSG_FLUSH_MANUAL) {
+            if (was_idle && c->wake)
+                c->wake(c->wake_arg);
             return 0;
+        }
         if (c->flush == TCPMSG_FLUSH_EACH || c->slen - c->spos >= c->send_buffer)
             return tcpmsg_conn_flush(c, deadline);
         return 0;
@@ -775,6 +781,19 @@ tcpmsg_conn_accept(struct tcpmsg_conn **out, int lfd, struct tcpmsg_addr *peer,
         return -EINVAL;
     *out = NULL;
     return adopt(out, tcpmsg_sock_accept(lfd, NULL, peer, deadline), codec, opts);
+}
+
+void
+tcpmsg__conn_hook(struct tcpmsg_conn *c, void (*wake)(void *arg), void *arg)
+{
+    c->wake = wake;
+    c->wake_arg = arg;
+}
+
+void *
+tcpmsg__conn_hook_arg(const struct tcpmsg_conn *c)
+{
+    return c ? c->wake_arg : NULL;
 }
 
 void

@@ -19,4 +19,12 @@ int tcpmsg__set_nonblock(int fd, int on);
 /* Maps a getaddrinfo() error (with errno for EAI_SYSTEM) to the library's codes. */
 int tcpmsg__eai_error(int eai, int saved_errno);
 
+/* The server layer's hook on a connection it serves. wake(arg), if set, runs when a send
+ * queues output on a TCPMSG_FLUSH_MANUAL connection that had none (so an event loop learns
+ * that a handler replied on a connection other than the one it is serving); arg is also
+ * what tcpmsg__conn_hook_arg returns (NULL when the connection is not served). */
+struct tcpmsg_conn;
+void tcpmsg__conn_hook(struct tcpmsg_conn *c, void (*wake)(void *arg), void *arg);
+void *tcpmsg__conn_hook_arg(const struct tcpmsg_conn *c);
+
 #endif

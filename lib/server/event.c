@@ -21,6 +21,8 @@
 #define TAG_WAKE ((void *)2)
 
 struct econn {
+    struct tcpmsg__served sv; /* first: tcpmsg_server_drop's pointer is the econn's */
+    struct worker *w;
     struct tcpmsg_conn *c;
     int fd;
     uint32_t events; /* the interest registered with epoll */
@@ -31,6 +33,8 @@ struct econn {
     int64_t partial_since; /* since when a started frame waits for its end (0: none) */
     uint64_t seen_in;      /* bytes_in at the last check */
     struct econn *prev, *next;
+    bool pending; /* on the worker's pending list */
+    struct econn *next_pending;
 };
 
 struct worker {
@@ -39,6 +43,8 @@ struct worker {
     bool own_lfd;
     struct econn *conns;
     int nconns;
+    struct econn *current; /* the connection whose callback runs */
+    struct econn *pending; /* connections a callback sent to or dropped, other than current */
     pthread_t thread;
     int result;
 };
@@ -60,9 +66,40 @@ set_interest(struct worker *w, struct econn *e)
     return 0;
 }
 
+/* A callback queued output on e, or dropped it, while serving another connection: e is
+ * looked at when the loop turn ends. */
+static void
+mark_pending(struct econn *e)
+{
+    struct worker *w = e->w;
+    if (e->pending || (e == w->current && !e->sv.drop))
+        return;
+    e->pending = true;
+    e->next_pending = w->pending;
+    w->pending = e;
+}
+
+static void
+wake(void *arg)
+{
+    mark_pending(arg);
+}
+
+static void
+dropped(struct tcpmsg__served *sv)
+{
+    mark_pending((struct econn *)sv);
+}
+
 static void
 destroy_conn(struct worker *w, struct econn *e, bool reset)
 {
+    if (e->pending) {
+        struct econn **p = &w->pending;
+        while (*p != e)
+            p = &(*p)->next_pending;
+        *p = e->next_pending;
+    }
     epoll_ctl(w->ep, EPOLL_CTL_DEL, e->fd, NULL);
     if (reset)
         tcpmsg_conn_reset(e->c);
@@ -123,6 +160,7 @@ pump(struct worker *w, struct econn *e)
     struct tcpmsg_server *s = w->s;
     const struct tcpmsg_handler *h = &s->h;
     int reason = 0;
+    w->current = e;
     while (!e->closing) {
         if (tcpmsg_conn_output(e->c, NULL) >= s->cfg.output_high) {
             e->paused = true;
@@ -136,12 +174,15 @@ pump(struct worker *w, struct econn *e)
                 reason = r;
                 break;
             }
+            if (e->sv.drop)
+                break;
             continue;
         }
         if (r != -ETIMEDOUT)
             reason = r;
         break;
     }
+    w->current = NULL;
     int64_t now = tcpmsg_now_ms();
     struct tcpmsg_conn_stats st;
     tcpmsg_conn_stats(e->c, &st);
@@ -151,6 +192,8 @@ pump(struct worker *w, struct econn *e)
     }
     if (tcpmsg_conn_buffered(e->c) && !e->partial_since)
         e->partial_since = now;
+    if (e->sv.drop)
+        return; /* reset at the end of the turn, output discarded */
     int fr = tcpmsg_conn_flush(e->c, TCPMSG_NOWAIT);
     if (!reason && fr < 0 && fr != -ETIMEDOUT)
         reason = fr;
@@ -186,6 +229,9 @@ accept_some(struct worker *w)
             continue;
         }
         e->fd = fd;
+        e->w = w;
+        e->sv.dropped = dropped;
+        tcpmsg__conn_hook(e->c, wake, e);
         e->last_rx = tcpmsg_now_ms();
         e->events = EPOLLIN;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = e};
@@ -201,12 +247,41 @@ accept_some(struct worker *w)
         w->nconns++;
         atomic_fetch_add(&s->n->active, 1);
         tcpmsg__log(s, TCPMSG_EV_OPEN, 0, fd);
-        int r;
-        if (s->h.on_open && (r = s->h.on_open(e->c, s->h.user)) < 0) {
+        int r = 0;
+        w->current = e;
+        if (s->h.on_open)
+            r = s->h.on_open(e->c, s->h.user);
+        w->current = NULL;
+        if (r < 0) {
             atomic_fetch_add(&s->n->refused, 1);
             tcpmsg__log(s, TCPMSG_EV_REFUSED, r, fd);
             destroy_conn(w, e, false);
+        } else if (tcpmsg_conn_output(e->c, NULL) > 0 && !e->sv.drop) {
+            settle(w, e); /* on_open greeted the client: write it when the socket takes it */
         }
+    }
+}
+
+/* The connections callbacks sent to or dropped during this turn, other than their own:
+ * their output is written (or waits for EPOLLOUT), the dropped ones are reset. */
+static void
+run_pending(struct worker *w)
+{
+    while (w->pending) {
+        struct econn *e = w->pending;
+        w->pending = e->next_pending;
+        e->pending = false;
+        if (e->sv.drop) {
+            begin_close(w, e, e->sv.drop); /* on_close may send to others: they queue up */
+            destroy_conn(w, e, true);
+            continue;
+        }
+        if (!e->closing) {
+            int r = tcpmsg_conn_flush(e->c, TCPMSG_NOWAIT);
+            if (r < 0 && r != -ETIMEDOUT)
+                begin_close(w, e, r);
+        }
+        settle(w, e);
     }
 }
 
@@ -264,12 +339,15 @@ worker_main(void *arg)
             drain_end = now + s->cfg.drain_ms;
             epoll_ctl(w->ep, EPOLL_CTL_DEL, w->lfd, NULL);
             epoll_ctl(w->ep, EPOLL_CTL_DEL, s->wakefd, NULL); /* readable for ever now */
+            for (struct econn *e = w->conns; e; e = e->next)
+                pump(w, e);
+            run_pending(w);
             for (struct econn *e = w->conns, *next; e; e = next) {
                 next = e->next;
-                pump(w, e);
                 begin_close(w, e, -ESHUTDOWN);
                 settle(w, e);
             }
+            run_pending(w);
         }
         if (stopping && (!w->conns || now >= drain_end))
             break;
@@ -309,6 +387,7 @@ worker_main(void *arg)
             sweep(w, now);
             next_sweep = now + interval;
         }
+        run_pending(w);
     }
     /* Whatever did not finish within the drain time is reset. */
     while (w->conns) {

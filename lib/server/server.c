@@ -100,9 +100,23 @@ after(int64_t from, int ms)
     return ms < 0 ? TCPMSG_FOREVER : from + ms;
 }
 
+int
+tcpmsg_server_drop(struct tcpmsg_conn *c, int reason)
+{
+    struct tcpmsg__served *sv = tcpmsg__conn_hook_arg(c);
+    if (!sv || reason >= 0)
+        return -EINVAL;
+    if (sv->drop)
+        return 0;
+    sv->drop = reason;
+    if (sv->dropped)
+        sv->dropped(sv);
+    return 0;
+}
+
 /* Runs on_message over the connection until it ends; returns the reason. */
 static int
-message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c)
+message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c, const struct tcpmsg__served *sv)
 {
     const struct tcpmsg_handler *h = &s->h;
     int64_t last_rx = tcpmsg_now_ms(), partial_since = 0;
@@ -122,6 +136,8 @@ message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c)
             partial_since = 0;
             if (h->on_message && (r = h->on_message(c, &m, h->user)) < 0)
                 return r;
+            if (sv->drop)
+                return sv->drop;
             continue;
         }
         if (r != -ETIMEDOUT)
@@ -175,6 +191,8 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
         tcpmsg_sock_close(fd);
         return;
     }
+    struct tcpmsg__served sv = {0, NULL};
+    tcpmsg__conn_hook(c, NULL, &sv);
     if (slot) {
         pthread_mutex_lock(&s->mu);
         slot->fd = fd;
@@ -189,7 +207,9 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
         atomic_fetch_add(&s->n->refused, 1);
         tcpmsg__log(s, TCPMSG_EV_REFUSED, reason, fd);
     } else {
-        reason = s->h.dialog ? s->h.dialog(c, s->h.user) : message_loop(s, c);
+        reason = s->h.dialog ? s->h.dialog(c, s->h.user) : message_loop(s, c, &sv);
+        if (sv.drop)
+            reason = sv.drop;
         if (s->h.on_close)
             s->h.on_close(c, reason, s->h.user);
         tcpmsg__log(s, TCPMSG_EV_CLOSE, reason, fd);
@@ -207,7 +227,10 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
     int64_t dl = reason == TCPMSG_EOF   ? tcpmsg_deadline_in(s->cfg.write_timeout_ms)
                  : reason == -ESHUTDOWN ? tcpmsg__drain_deadline(s)
                                         : tcpmsg_deadline_in(100);
-    tcpmsg_conn_close(c, dl);
+    if (sv.drop)
+        tcpmsg_conn_reset(c);
+    else
+        tcpmsg_conn_close(c, dl);
     atomic_fetch_sub(&s->n->active, 1);
 }
 

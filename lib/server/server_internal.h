@@ -5,6 +5,8 @@
 #include "tcpmsg/server.h"
 #include "tcpmsg/sock.h"
 
+#include "../io/io_internal.h"
+
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -13,6 +15,13 @@
 struct tcpmsg__counters {
     _Atomic uint64_t accepted, refused, active, closed_error;
     _Atomic uint64_t msgs_in, msgs_out, bytes_in, bytes_out, workers_replaced;
+};
+
+/* What the server keeps on each connection it serves: tcpmsg__conn_hook's argument, so that
+ * tcpmsg_server_drop finds it from the connection. */
+struct tcpmsg__served {
+    int drop; /* the reason given to tcpmsg_server_drop, 0 if none */
+    void (*dropped)(struct tcpmsg__served *sv); /* tells the owner (EVENT), may be NULL */
 };
 
 /* A connection served by a blocking worker thread, so that the server can shut its reading

@@ -47,7 +47,7 @@ static struct model models[16];
 static int nmodels;
 
 /* What handlers saw, in memory shared with forked workers. */
-enum { R_EOF, R_IDLE, R_SLOW, R_MSGSIZE, R_HANDLER, R_SHUTDOWN, R_OTHER, R_N };
+enum { R_EOF, R_IDLE, R_SLOW, R_MSGSIZE, R_HANDLER, R_SHUTDOWN, R_DROP, R_OTHER, R_N };
 struct shared {
     atomic_int reasons[R_N];
     atomic_int opened, messages;
@@ -95,6 +95,12 @@ on_message(struct tcpmsg_conn *c, const struct tcpmsg_frame *m, void *user)
         return -EBADMSG;
     if (m->len == 4 && memcmp(m->data, "stop", 4) == 0)
         tcpmsg_server_stop(sh->server);
+    if (m->len == 4 && memcmp(m->data, "drop", 4) == 0) {
+        /* Queued, then discarded: a dropped connection's output never leaves. */
+        tcpmsg_conn_send(c, "never", 5, TCPMSG_FOREVER);
+        int r = tcpmsg_server_drop(c, -ECANCELED);
+        return r == 0 ? tcpmsg_server_drop(c, -EIO) : r; /* the first reason wins */
+    }
     return tcpmsg_conn_send(c, m->data, m->len, TCPMSG_FOREVER);
 }
 
@@ -109,6 +115,7 @@ on_close(struct tcpmsg_conn *c, int reason, void *user)
             : reason == -EMSGSIZE    ? R_MSGSIZE
             : reason == -EBADMSG     ? R_HANDLER
             : reason == -ESHUTDOWN   ? R_SHUTDOWN
+            : reason == -ECANCELED   ? R_DROP
                                      : R_OTHER;
     atomic_fetch_add(&sh->reasons[k], 1);
 }
@@ -737,6 +744,133 @@ START_TEST(log_callback_sees_every_event)
 }
 END_TEST
 
+START_TEST(drop_from_a_handler)
+{
+    const struct model *m = &models[_i];
+    struct tcpmsg_server_config cfg = {0};
+    struct tcpmsg_server *s = start(m, &cfg, &echo);
+    struct tcpmsg_conn *c = client(s, NULL);
+    exchange(c, "before");
+    ck_assert_int_eq(tcpmsg_conn_send(c, "drop", 4, LONG_WAIT), 0);
+    struct tcpmsg_frame f;
+    int r = tcpmsg_conn_recv(c, &f, LONG_WAIT);
+    ck_assert_msg(r == -ECONNRESET, "got %s, not the reset", tcpmsg_errname(r));
+    tcpmsg_conn_close(c, TCPMSG_NOWAIT);
+    int k = R_DROP;
+    ck_assert(eventually(reason_seen, &k));
+    ck_assert_int_eq(atomic_load(&sh->reasons[R_OTHER]), 0);
+    /* Bad calls. */
+    ck_assert_int_eq(tcpmsg_server_drop(NULL, -ECANCELED), -EINVAL);
+    c = client(s, NULL);
+    ck_assert_int_eq(tcpmsg_server_drop(c, -ECANCELED), -EINVAL); /* not a served conn */
+    exchange(c, "still served");
+    tcpmsg_conn_close(c, LONG_WAIT);
+    finish(s);
+}
+END_TEST
+
+/* A chat room on one EVENT worker: every message goes to every other member, a member that
+ * does not read is dropped once its output is full, the others go on. */
+enum { ROOM_MAX = 8 };
+static struct tcpmsg_conn *room[ROOM_MAX];
+static atomic_int dropped_for_nobufs;
+
+static int
+room_open(struct tcpmsg_conn *c, void *user)
+{
+    (void)user;
+    for (int i = 0; i < ROOM_MAX; i++)
+        if (!room[i]) {
+            room[i] = c;
+            return tcpmsg_conn_send(c, "welcome", 7, TCPMSG_FOREVER);
+        }
+    return -EUSERS;
+}
+
+static int
+room_message(struct tcpmsg_conn *c, const struct tcpmsg_frame *m, void *user)
+{
+    (void)user;
+    for (int i = 0; i < ROOM_MAX; i++)
+        if (room[i] && room[i] != c && tcpmsg_conn_send(room[i], m->data, m->len, 0) == -ENOBUFS)
+            ck_assert_int_eq(tcpmsg_server_drop(room[i], -ENOBUFS), 0);
+    return 0;
+}
+
+static void
+room_close(struct tcpmsg_conn *c, int reason, void *user)
+{
+    (void)user;
+    if (reason == -ENOBUFS)
+        atomic_fetch_add(&dropped_for_nobufs, 1);
+    for (int i = 0; i < ROOM_MAX; i++)
+        if (room[i] == c)
+            room[i] = NULL;
+}
+
+static bool
+nobufs_dropped(void *arg)
+{
+    (void)arg;
+    return atomic_load(&dropped_for_nobufs) == 1;
+}
+
+START_TEST(event_room_broadcast_and_drop)
+{
+    memset(room, 0, sizeof room);
+    atomic_store(&dropped_for_nobufs, 0);
+    const struct tcpmsg_handler h = {room_open, room_message, room_close, NULL, NULL};
+    struct tcpmsg_server_config cfg = {
+        .host = "127.0.0.1", .workers = 1, .output_high = 16 * 1024, .listen = {.sndbuf = 16384}};
+    struct tcpmsg_server *s;
+    ck_assert_int_eq(tcpmsg_server_create(&s, &cfg, &h), 0);
+    ck_assert_int_eq(tcpmsg_server_start(s), 0);
+    struct tcpmsg_conn *a = client(s, NULL), *b = client(s, NULL);
+    struct tcpmsg_frame f;
+    /* The greeting of on_open arrives without the client saying anything. */
+    ck_assert_int_eq(tcpmsg_conn_recv(a, &f, LONG_WAIT), 0);
+    ck_assert_uint_eq(f.len, 7);
+    ck_assert_int_eq(tcpmsg_conn_recv(b, &f, LONG_WAIT), 0);
+    ck_assert_uint_eq(f.len, 7);
+    /* What a says reaches b, which has said nothing: written by the end of a's turn. */
+    ck_assert_int_eq(tcpmsg_conn_send(a, "hi b", 4, LONG_WAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_recv(b, &f, LONG_WAIT), 0);
+    ck_assert_int_eq(memcmp(f.data, "hi b", 4), 0);
+
+    /* A member with a small receive buffer that never reads. */
+    struct tcpmsg_connect_opts small = {.rcvbuf = 4096};
+    int fd = tcpmsg_sock_connect("127.0.0.1", nt_service(tcpmsg_server_port(s)), &small, LONG_WAIT);
+    ck_assert_int_ge(fd, 0);
+    struct tcpmsg_conn *slow;
+    ck_assert_int_eq(tcpmsg_conn_open(&slow, fd, &length4, NULL), 0);
+    ck_assert_int_eq(tcpmsg_conn_recv(b, &f, TCPMSG_NOWAIT), -ETIMEDOUT);
+    static char chunk[8192];
+    int sent = 0;
+    /* a talks until the room drops the member that cannot keep up; b reads everything. */
+    while (!nobufs_dropped(NULL)) {
+        ck_assert_int_lt(sent, 100000);
+        ck_assert_int_eq(tcpmsg_conn_send(a, chunk, sizeof chunk, LONG_WAIT), 0);
+        sent++;
+        ck_assert_int_eq(tcpmsg_conn_recv(b, &f, LONG_WAIT), 0);
+        ck_assert_uint_eq(f.len, sizeof chunk);
+    }
+    /* The slow member was reset; the room goes on without it. */
+    int r;
+    while ((r = tcpmsg_conn_recv(slow, &f, LONG_WAIT)) == 0)
+        ;
+    ck_assert_msg(r == -ECONNRESET, "slow member: %s", tcpmsg_errname(r));
+    tcpmsg_conn_close(slow, TCPMSG_NOWAIT);
+    ck_assert_int_eq(tcpmsg_conn_send(b, "still", 5, LONG_WAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_recv(a, &f, LONG_WAIT), 0);
+    ck_assert_int_eq(memcmp(f.data, "still", 5), 0);
+    tcpmsg_conn_close(a, LONG_WAIT);
+    tcpmsg_conn_close(b, LONG_WAIT);
+    tcpmsg_server_stop(s);
+    ck_assert_int_eq(tcpmsg_server_wait(s), 0);
+    tcpmsg_server_destroy(s);
+}
+END_TEST
+
 /* The nth lowest fd number that process pid does not use (0: the one its next open gets). */
 static int
 free_fd(pid_t pid, int nth)
@@ -914,6 +1048,8 @@ make_suite(void)
     tcase_add_loop_test(t, stop_from_a_handler, 0, nmodels);
     tcase_add_loop_test(t, log_callback_sees_every_event, 0, nmodels);
     tcase_add_loop_test(t, survives_running_out_of_fds, 0, nmodels);
+    tcase_add_loop_test(t, drop_from_a_handler, 0, nmodels);
+    tcase_add_test(t, event_room_broadcast_and_drop);
     tcase_add_test(t, configuration_errors);
     tcase_add_test(t, model_names);
     suite_add_tcase(s, t);
