@@ -36,10 +36,7 @@ check_case(const struct tcpmsg_codec *c, const struct ccase *k)
             break;
         tu_decode_stream(c, k->in.p, k->in.n, chunk, split, &got);
         snprintf(what, sizeof what, "case '%s' (%s %zu)", k->name,
-                 mode == 0   ? "whole"
-                 : mode == 1 ? "bytewise"
-                             : "split at",
-                 split);
+                 mode == 0 ? "whole" : mode == 1 ? "bytewise" : "split at", split);
         ck_assert_msg(got.nframes == (size_t)k->nframes, "%s: %zu frames, expected %d", what,
                       got.nframes, k->nframes);
         for (int i = 0; i < k->nframes; i++) {
@@ -95,13 +92,7 @@ START_TEST(length_widths)
 {
     struct tcpmsg_codec c;
     static const struct ccase w1[] = {
-        {"w1",
-         B("\x03"
-           "abc\x00"),
-         2,
-         {B("abc"), B("")},
-         EOF_OK,
-         0},
+        {"w1", B("\x03" "abc\x00"), 2, {B("abc"), B("")}, EOF_OK, 0},
         {"w1 largest field value", B("\xff"), 0, {{0}}, -EPROTO, 1},
     };
     ck_assert_int_eq(tcpmsg_codec_init_length(&c, &(struct tcpmsg_length_config){.width = 1}), 0);
@@ -142,11 +133,10 @@ START_TEST(length_little_endian)
         {"le16 order", B("\0\1"), 0, {{0}}, -EMSGSIZE, 0}, /* 256 > max 100 */
     };
     struct tcpmsg_codec c;
-    ck_assert_int_eq(
-        tcpmsg_codec_init_length(
-            &c,
-            &(struct tcpmsg_length_config){.width = 2, .little_endian = true, .max_payload = 100}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_length(&c, &(struct tcpmsg_length_config){
+                                                      .width = 2, .little_endian = true,
+                                                      .max_payload = 100}),
+                     0);
     run_table(&c, cases, NCASES(cases));
 
     static const struct ccase le3[] = {{"le24", B("\2\0\0hi"), 1, {B("hi")}, EOF_OK, 0}};
@@ -182,10 +172,10 @@ START_TEST(length_offset_suffix_keep)
     static const struct ccase keep[] = {
         {"keep", B("\0\7\0\0\0\2hi\xAA"), 1, {B("\0\7\0\0\0\2hi\xAA")}, EOF_OK, 0},
     };
-    ck_assert_int_eq(
-        tcpmsg_codec_init_length(
-            &c, &(struct tcpmsg_length_config){.offset = 2, .suffix = 1, .keep_header = true}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_length(&c, &(struct tcpmsg_length_config){
+                                                      .offset = 2, .suffix = 1,
+                                                      .keep_header = true}),
+                     0);
     ck_assert_uint_eq(tcpmsg_codec_max_frame(&c), (16u << 20) + 7);
     run_table(&c, keep, NCASES(keep));
 }
@@ -198,13 +188,13 @@ START_TEST(length_counts_frame)
         {"header only", B("\0\0\0\4"), 1, {B("")}, EOF_OK, 0},
         {"smaller than header", B("\0\0\0\3"), 0, {{0}}, -EPROTO, 0},
         {"zero", B("\0\0\0\0"), 0, {{0}}, -EPROTO, 0},
-        {"max", B("\0\0\0\x0e"), 0, {{0}}, -EPROTO, 4}, /* 10 payload bytes announced */
+        {"max", B("\0\0\0\x0e"), 0, {{0}}, -EPROTO, 4},  /* 10 payload bytes announced */
         {"max+1", B("\0\0\0\x0f"), 0, {{0}}, -EMSGSIZE, 0},
     };
     struct tcpmsg_codec c;
-    ck_assert_int_eq(tcpmsg_codec_init_length(
-                         &c, &(struct tcpmsg_length_config){.counts = TCPMSG_LENGTH_COUNTS_FRAME,
-                                                            .max_payload = 10}),
+    ck_assert_int_eq(tcpmsg_codec_init_length(&c, &(struct tcpmsg_length_config){
+                                                      .counts = TCPMSG_LENGTH_COUNTS_FRAME,
+                                                      .max_payload = 10}),
                      0);
     run_table(&c, cases, NCASES(cases));
 
@@ -213,11 +203,9 @@ START_TEST(length_counts_frame)
         {"typed whole frame", B("\xAB\xCD\0\7\x01hi"), 1, {B("hi")}, EOF_OK, 0},
         {"typed too small", B("\xAB\xCD\0\4\x01"), 0, {{0}}, -EPROTO, 0},
     };
-    ck_assert_int_eq(tcpmsg_codec_init_length(
-                         &c, &(struct tcpmsg_length_config){.width = 2,
-                                                            .offset = 2,
-                                                            .suffix = 1,
-                                                            .counts = TCPMSG_LENGTH_COUNTS_FRAME}),
+    ck_assert_int_eq(tcpmsg_codec_init_length(&c, &(struct tcpmsg_length_config){
+                                                      .width = 2, .offset = 2, .suffix = 1,
+                                                      .counts = TCPMSG_LENGTH_COUNTS_FRAME}),
                      0);
     ck_assert_uint_eq(tcpmsg_codec_max_payload(&c), 65535 - 5);
     run_table(&c, hdr, NCASES(hdr));
@@ -227,13 +215,7 @@ END_TEST
 START_TEST(length_varint)
 {
     static const struct ccase cases[] = {
-        {"one byte",
-         B("\x03"
-           "abc"),
-         1,
-         {B("abc")},
-         EOF_OK,
-         0},
+        {"one byte", B("\x03" "abc"), 1, {B("abc")}, EOF_OK, 0},
         {"zero", B("\x00"), 1, {B("")}, EOF_OK, 0},
         /* A continuation byte promises at least 128 more: over this limit, whatever the
          * (here overlong) rest says. */
@@ -244,27 +226,28 @@ START_TEST(length_varint)
         {"incomplete and already too big", B("\x80\x80"), 0, {{0}}, -EMSGSIZE, 0},
     };
     struct tcpmsg_codec c;
-    ck_assert_int_eq(tcpmsg_codec_init_length(
-                         &c, &(struct tcpmsg_length_config){.varint = true, .max_payload = 200}),
+    ck_assert_int_eq(tcpmsg_codec_init_length(&c, &(struct tcpmsg_length_config){
+                                                      .varint = true, .max_payload = 200}),
                      0);
     /* With max 200, a continuation byte means at least 128 more: 0xe3 (99 + 128 = 227) is
      * refused at once, 0xc8 (72 + 128 = 200) may still fit. */
     static const struct ccase m200[] = {
-        {"two bytes", B("\x80\x01"), 0, {{0}}, -EPROTO, 2},           /* 128 announced, none sent */
+        {"two bytes", B("\x80\x01"), 0, {{0}}, -EPROTO, 2}, /* 128 announced, none sent */
         {"two bytes too big", B("\xc9\x01"), 0, {{0}}, -EMSGSIZE, 0}, /* 201 */
         {"continuation already too big", B("\xe3"), 0, {{0}}, -EMSGSIZE, 0},
         {"continuation may fit", B("\xc8"), 0, {{0}}, -EPROTO, 1}, /* 72 + 128 = 200 */
     };
     run_table(&c, m200, NCASES(m200));
 
-    ck_assert_int_eq(tcpmsg_codec_init_length(
-                         &c, &(struct tcpmsg_length_config){.varint = true, .max_payload = 100}),
+    ck_assert_int_eq(tcpmsg_codec_init_length(&c, &(struct tcpmsg_length_config){
+                                                      .varint = true, .max_payload = 100}),
                      0);
     run_table(&c, cases, NCASES(cases));
 
     /* Default limit: a 10-byte field that overflows 64 bits, one with 11 bytes. */
     static const struct ccase huge[] = {
-        {"64-bit overflow", B("\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02"), 0, {{0}}, -EMSGSIZE, 0},
+        {"64-bit overflow", B("\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02"), 0, {{0}},
+         -EMSGSIZE, 0},
         {"128 bytes", B("\x80\x01"), 0, {{0}}, -EPROTO, 2},
     };
     ck_assert_int_eq(tcpmsg_codec_init_length(&c, &(struct tcpmsg_length_config){.varint = true}),
@@ -273,22 +256,21 @@ START_TEST(length_varint)
 
     /* Even with the largest limit, a payload fits 63 bits, so 9 continuation bytes (at
      * least 2^63) are over it whatever follows: such fields never reach the 64-bit check. */
-    ck_assert_int_eq(
-        tcpmsg_codec_init_length(
-            &c, &(struct tcpmsg_length_config){.varint = true,
-                                               .max_payload = (uint64_t)PTRDIFF_MAX - 10}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_length(
+                         &c, &(struct tcpmsg_length_config){.varint = true,
+                                                            .max_payload = (uint64_t)PTRDIFF_MAX -
+                                                                           10}),
+                     0);
     static const struct ccase raw[] = {
-        {"10th byte > 1", B("\x80\x80\x80\x80\x80\x80\x80\x80\x80\x02"), 0, {{0}}, -EMSGSIZE, 0},
-        {"11 bytes", B("\x80\x80\x80\x80\x80\x80\x80\x80\x80\x81\x00"), 0, {{0}}, -EMSGSIZE, 0},
-        {"overlong 10 bytes",
-         B("\x80\x80\x80\x80\x80\x80\x80\x80\x80\x00"),
-         0,
-         {{0}},
-         -EMSGSIZE,
+        {"10th byte > 1", B("\x80\x80\x80\x80\x80\x80\x80\x80\x80\x02"), 0, {{0}}, -EMSGSIZE,
          0},
+        {"11 bytes", B("\x80\x80\x80\x80\x80\x80\x80\x80\x80\x81\x00"), 0, {{0}}, -EMSGSIZE,
+         0},
+        {"overlong 10 bytes", B("\x80\x80\x80\x80\x80\x80\x80\x80\x80\x00"), 0, {{0}},
+         -EMSGSIZE, 0},
         {"overlong 2 bytes", B("\xff\x00"), 0, {{0}}, -EPROTO, 0},
-        {"largest 9-byte field", B("\xff\xff\xff\xff\xff\xff\xff\xff\x7f"), 0, {{0}}, -EMSGSIZE, 0},
+        {"largest 9-byte field", B("\xff\xff\xff\xff\xff\xff\xff\xff\x7f"), 0, {{0}},
+         -EMSGSIZE, 0},
     };
     run_table(&c, raw, NCASES(raw));
 }
@@ -297,20 +279,14 @@ END_TEST
 START_TEST(length_varint_counts_frame)
 {
     static const struct ccase cases[] = {
-        {"frame of 3",
-         B("\x03"
-           "ab"),
-         1,
-         {B("ab")},
-         EOF_OK,
-         0},
+        {"frame of 3", B("\x03" "ab"), 1, {B("ab")}, EOF_OK, 0},
         {"header only", B("\x01"), 1, {B("")}, EOF_OK, 0},
         {"smaller than the header", B("\x00"), 0, {{0}}, -EPROTO, 0},
     };
     struct tcpmsg_codec c;
-    ck_assert_int_eq(tcpmsg_codec_init_length(
-                         &c, &(struct tcpmsg_length_config){.varint = true,
-                                                            .counts = TCPMSG_LENGTH_COUNTS_FRAME}),
+    ck_assert_int_eq(tcpmsg_codec_init_length(&c, &(struct tcpmsg_length_config){
+                                                      .varint = true,
+                                                      .counts = TCPMSG_LENGTH_COUNTS_FRAME}),
                      0);
     run_table(&c, cases, NCASES(cases));
 
@@ -336,11 +312,11 @@ START_TEST(length_config_invalid)
         {.width = 16},
         {.varint = true, .width = 4},
         {.varint = true, .little_endian = true},
-        {.offset = 61},                               /* 61 + 4 > 64 */
-        {.offset = 30, .suffix = 31},                 /* 30 + 4 + 31 > 64 */
-        {.varint = true, .offset = 30, .suffix = 25}, /* 30 + 10 + 25 > 64 */
-        {.offset = (size_t)-1},                       /* no wrap-around */
-        {.width = 1, .max_payload = 256},             /* the field cannot say 256 */
+        {.offset = 61},                                  /* 61 + 4 > 64 */
+        {.offset = 30, .suffix = 31},                    /* 30 + 4 + 31 > 64 */
+        {.varint = true, .offset = 30, .suffix = 25},    /* 30 + 10 + 25 > 64 */
+        {.offset = (size_t)-1},                          /* no wrap-around */
+        {.width = 1, .max_payload = 256},                /* the field cannot say 256 */
         {.width = 2, .max_payload = 65536},
         {.width = 1, .counts = TCPMSG_LENGTH_COUNTS_FRAME, .max_payload = 255},
         {.width = 1, .offset = 10, .counts = TCPMSG_LENGTH_COUNTS_FRAME, .max_payload = 245},
@@ -360,16 +336,16 @@ START_TEST(length_config_invalid)
     ck_assert_int_eq(tcpmsg_codec_init_length(NULL, NULL), -EINVAL);
 
     /* The largest legal values are accepted. */
-    ck_assert_int_eq(tcpmsg_codec_init_length(
-                         &c, &(struct tcpmsg_length_config){.width = 1, .max_payload = 255}),
+    ck_assert_int_eq(tcpmsg_codec_init_length(&c, &(struct tcpmsg_length_config){
+                                                      .width = 1, .max_payload = 255}),
                      0);
-    ck_assert_int_eq(tcpmsg_codec_init_length(
-                         &c, &(struct tcpmsg_length_config){.width = 1, .offset = 62, .suffix = 1}),
+    ck_assert_int_eq(tcpmsg_codec_init_length(&c, &(struct tcpmsg_length_config){
+                                                      .width = 1, .offset = 62, .suffix = 1}),
                      0);
-    ck_assert_int_eq(
-        tcpmsg_codec_init_length(
-            &c, &(struct tcpmsg_length_config){.width = 1, .counts = TCPMSG_LENGTH_COUNTS_FRAME}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_length(&c, &(struct tcpmsg_length_config){
+                                                      .width = 1,
+                                                      .counts = TCPMSG_LENGTH_COUNTS_FRAME}),
+                     0);
     ck_assert_uint_eq(tcpmsg_codec_max_payload(&c), 254);
 }
 END_TEST
@@ -397,30 +373,28 @@ START_TEST(length_encode)
     ck_assert_int_eq(tcpmsg_codec_write(&c, NULL, 3, buf, sizeof buf), -EINVAL);
 
     /* Little endian, offset and suffix are zeroed for the caller. */
-    ck_assert_int_eq(
-        tcpmsg_codec_init_length(&c,
-                                 &(struct tcpmsg_length_config){
-                                     .width = 2, .little_endian = true, .offset = 1, .suffix = 2}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_length(&c, &(struct tcpmsg_length_config){
+                                                      .width = 2, .little_endian = true,
+                                                      .offset = 1, .suffix = 2}),
+                     0);
     memset(&e, 0xEE, sizeof e);
     ck_assert_int_eq(tcpmsg_codec_encode(&c, NULL, 0x0102, &e), 0);
     ck_assert_uint_eq(e.head_len, 5);
     ck_assert_mem_eq(e.head, "\0\x02\x01\0\0", 5);
 
     /* Counting the whole frame. */
-    ck_assert_int_eq(tcpmsg_codec_init_length(
-                         &c, &(struct tcpmsg_length_config){.width = 3,
-                                                            .offset = 2,
-                                                            .counts = TCPMSG_LENGTH_COUNTS_FRAME}),
+    ck_assert_int_eq(tcpmsg_codec_init_length(&c, &(struct tcpmsg_length_config){
+                                                      .width = 3, .offset = 2,
+                                                      .counts = TCPMSG_LENGTH_COUNTS_FRAME}),
                      0);
     ck_assert_int_eq(tcpmsg_codec_encode(&c, NULL, 10, &e), 0);
     ck_assert_mem_eq(e.head, "\0\0\0\0\x0f", 5);
 
     /* The widest field with values past 32 bits. */
-    ck_assert_int_eq(
-        tcpmsg_codec_init_length(
-            &c, &(struct tcpmsg_length_config){.width = 8, .max_payload = (uint64_t)1 << 40}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_length(&c, &(struct tcpmsg_length_config){
+                                                      .width = 8,
+                                                      .max_payload = (uint64_t)1 << 40}),
+                     0);
     ck_assert_int_eq(tcpmsg_codec_encode(&c, NULL, (size_t)1 << 40, &e), 0);
     ck_assert_mem_eq(e.head, "\0\0\x01\0\0\0\0\0", 8);
 
@@ -453,22 +427,16 @@ START_TEST(delim_bytes)
         {"max then partial delimiter", B("0123456789\r\n\r"), 0, {{0}}, -EPROTO, 13},
     };
     struct tcpmsg_codec c;
-    ck_assert_int_eq(
-        tcpmsg_codec_init_delim(
-            &c, &(struct tcpmsg_delim_config){.delim = "\r\n\r\n", .delim_len = 4, .max_len = 10}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_delim(&c, &(struct tcpmsg_delim_config){
+                                                     .delim = "\r\n\r\n", .delim_len = 4,
+                                                     .max_len = 10}),
+                     0);
     ck_assert_uint_eq(tcpmsg_codec_max_frame(&c), 14);
     run_table(&c, cases, NCASES(cases));
 
     /* Binary-safe delimiter with NUL bytes. */
     static const struct ccase bin[] = {
-        {"binary",
-         B("a\0b\0\xff"
-           "\0\xff"),
-         2,
-         {B("a\0b"), B("")},
-         EOF_OK,
-         0},
+        {"binary", B("a\0b\0\xff" "\0\xff"), 2, {B("a\0b"), B("")}, EOF_OK, 0},
         {"binary partial", B("\xff\0"), 0, {{0}}, -EPROTO, 2},
     };
     ck_assert_int_eq(tcpmsg_codec_init_delim(
@@ -481,34 +449,30 @@ START_TEST(delim_bytes)
         {"overlapping", B("ababab"), 1, {B("")}, -EPROTO, 2},
         {"aab", B("xaaab"), 1, {B("xa")}, EOF_OK, 0},
     };
-    ck_assert_int_eq(
-        tcpmsg_codec_init_delim(&c, &(struct tcpmsg_delim_config){.delim = "abab", .delim_len = 4}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_delim(
+                         &c, &(struct tcpmsg_delim_config){.delim = "abab", .delim_len = 4}),
+                     0);
     run_table(&c, ov, 1);
-    ck_assert_int_eq(
-        tcpmsg_codec_init_delim(&c, &(struct tcpmsg_delim_config){.delim = "aab", .delim_len = 3}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_delim(
+                         &c, &(struct tcpmsg_delim_config){.delim = "aab", .delim_len = 3}),
+                     0);
     run_table(&c, ov + 1, 1);
 
     /* Keep the delimiter; the longest delimiter (16 bytes). */
     static const struct ccase keep[] = {{"keep", B("ab\0\xff"), 1, {B("ab\0\xff")}, EOF_OK, 0}};
-    ck_assert_int_eq(tcpmsg_codec_init_delim(&c, &(struct tcpmsg_delim_config){.delim = "\0\xff",
-                                                                               .delim_len = 2,
-                                                                               .keep_delim = true}),
+    ck_assert_int_eq(tcpmsg_codec_init_delim(&c, &(struct tcpmsg_delim_config){
+                                                     .delim = "\0\xff", .delim_len = 2,
+                                                     .keep_delim = true}),
                      0);
     run_table(&c, keep, NCASES(keep));
     static const struct ccase d16[] = {
-        {"16-byte delimiter",
-         B("x0123456789abcdefy0123456789abcdef"),
-         2,
-         {B("x"), B("y")},
-         EOF_OK,
-         0},
+        {"16-byte delimiter", B("x0123456789abcdefy0123456789abcdef"), 2, {B("x"), B("y")},
+         EOF_OK, 0},
     };
-    ck_assert_int_eq(
-        tcpmsg_codec_init_delim(
-            &c, &(struct tcpmsg_delim_config){.delim = "0123456789abcdef", .delim_len = 16}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_delim(&c, &(struct tcpmsg_delim_config){
+                                                     .delim = "0123456789abcdef",
+                                                     .delim_len = 16}),
+                     0);
     run_table(&c, d16, NCASES(d16));
 }
 END_TEST
@@ -532,8 +496,8 @@ START_TEST(delim_lf)
         {"unterminated max", B("hello"), 1, {B("hello")}, EOF_OK, 0},
         {"terminated", B("a\n"), 1, {B("a")}, EOF_OK, 0},
     };
-    ck_assert_int_eq(tcpmsg_codec_init_delim(
-                         &c, &(struct tcpmsg_delim_config){.max_len = 5, .eof_partial = true}),
+    ck_assert_int_eq(tcpmsg_codec_init_delim(&c, &(struct tcpmsg_delim_config){
+                                                     .max_len = 5, .eof_partial = true}),
                      0);
     run_table(&c, partial, NCASES(partial));
 
@@ -560,20 +524,19 @@ START_TEST(delim_any_eol)
         {"eof mid crlf", B("ab\r"), 0, {{0}}, -EPROTO, 3},
     };
     struct tcpmsg_codec c;
-    ck_assert_int_eq(
-        tcpmsg_codec_init_delim(
-            &c, &(struct tcpmsg_delim_config){.mode = TCPMSG_DELIM_ANY_EOL, .max_len = 5}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_delim(&c, &(struct tcpmsg_delim_config){
+                                                     .mode = TCPMSG_DELIM_ANY_EOL, .max_len = 5}),
+                     0);
     ck_assert_uint_eq(tcpmsg_codec_max_frame(&c), 7);
     run_table(&c, cases, NCASES(cases));
 
     static const struct ccase keep[] = {
         {"keep crlf", B("a\r\nb\n"), 2, {B("a\r\n"), B("b\n")}, EOF_OK, 0},
     };
-    ck_assert_int_eq(
-        tcpmsg_codec_init_delim(
-            &c, &(struct tcpmsg_delim_config){.mode = TCPMSG_DELIM_ANY_EOL, .keep_delim = true}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_delim(&c, &(struct tcpmsg_delim_config){
+                                                     .mode = TCPMSG_DELIM_ANY_EOL,
+                                                     .keep_delim = true}),
+                     0);
     run_table(&c, keep, NCASES(keep));
 }
 END_TEST
@@ -595,10 +558,9 @@ START_TEST(delim_crlf_strict)
         {"eof in line", B("abc"), 0, {{0}}, -EPROTO, 3},
     };
     struct tcpmsg_codec c;
-    ck_assert_int_eq(
-        tcpmsg_codec_init_delim(
-            &c, &(struct tcpmsg_delim_config){.mode = TCPMSG_DELIM_CRLF, .max_len = 5}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_delim(&c, &(struct tcpmsg_delim_config){
+                                                     .mode = TCPMSG_DELIM_CRLF, .max_len = 5}),
+                     0);
     run_table(&c, cases, NCASES(cases));
 
     /* eof_partial delivers an unterminated line, but not a line cut inside its CRLF. */
@@ -606,11 +568,10 @@ START_TEST(delim_crlf_strict)
         {"partial delivered", B("ok\r\nabc"), 2, {B("ok"), B("abc")}, EOF_OK, 0},
         {"partial cut in crlf", B("abc\r"), 0, {{0}}, -EPROTO, 4},
     };
-    ck_assert_int_eq(
-        tcpmsg_codec_init_delim(&c, &(struct tcpmsg_delim_config){.mode = TCPMSG_DELIM_CRLF,
-                                                                  .max_len = 5,
-                                                                  .eof_partial = true}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_delim(&c, &(struct tcpmsg_delim_config){
+                                                     .mode = TCPMSG_DELIM_CRLF, .max_len = 5,
+                                                     .eof_partial = true}),
+                     0);
     run_table(&c, partial, NCASES(partial));
 }
 END_TEST
@@ -650,16 +611,17 @@ START_TEST(delim_encode)
     ck_assert_int_eq(tcpmsg_codec_encode(&c, NULL, 0, &e), 0);
     ck_assert_int_eq(tcpmsg_codec_encode(&c, NULL, 1, &e), -EINVAL);
 
-    ck_assert_int_eq(
-        tcpmsg_codec_init_delim(&c, &(struct tcpmsg_delim_config){.mode = TCPMSG_DELIM_ANY_EOL}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_delim(
+                         &c, &(struct tcpmsg_delim_config){.mode = TCPMSG_DELIM_ANY_EOL}),
+                     0);
     ck_assert_int_eq(tcpmsg_codec_encode(&c, "a\rb", 3, &e), 0);
     ck_assert_uint_eq(e.tail_len, 1); /* replies end with "\n" */
     ck_assert_int_eq(tcpmsg_codec_encode(&c, "ab\r", 3, &e), -EINVAL);
     ck_assert_int_eq(tcpmsg_codec_encode(&c, "a\nb", 3, &e), -EINVAL);
 
-    ck_assert_int_eq(
-        tcpmsg_codec_init_delim(&c, &(struct tcpmsg_delim_config){.mode = TCPMSG_DELIM_CRLF}), 0);
+    ck_assert_int_eq(tcpmsg_codec_init_delim(
+                         &c, &(struct tcpmsg_delim_config){.mode = TCPMSG_DELIM_CRLF}),
+                     0);
     ck_assert_int_eq(tcpmsg_codec_encode(&c, "ab", 2, &e), 0);
     ck_assert_uint_eq(e.tail_len, 2);
     ck_assert_mem_eq(e.tail, "\r\n", 2);
@@ -670,17 +632,17 @@ START_TEST(delim_encode)
     ck_assert_mem_eq(buf, "ab\r\n", 4);
 
     /* A multi-byte delimiter: inside the payload, and across the seam. */
-    ck_assert_int_eq(
-        tcpmsg_codec_init_delim(&c, &(struct tcpmsg_delim_config){.delim = "abab", .delim_len = 4}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_delim(
+                         &c, &(struct tcpmsg_delim_config){.delim = "abab", .delim_len = 4}),
+                     0);
     ck_assert_int_eq(tcpmsg_codec_encode(&c, "xababy", 6, &e), -EINVAL);
     ck_assert_int_eq(tcpmsg_codec_encode(&c, "ab", 2, &e), -EINVAL);  /* "ab"+"abab" */
     ck_assert_int_eq(tcpmsg_codec_encode(&c, "xab", 3, &e), -EINVAL); /* "xab"+"abab" */
     ck_assert_int_eq(tcpmsg_codec_encode(&c, "aba", 3, &e), 0);       /* "abaabab": first at 3 */
     ck_assert_int_eq(tcpmsg_codec_encode(&c, "b", 1, &e), 0);
-    ck_assert_int_eq(
-        tcpmsg_codec_init_delim(&c, &(struct tcpmsg_delim_config){.delim = "aab", .delim_len = 3}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_delim(
+                         &c, &(struct tcpmsg_delim_config){.delim = "aab", .delim_len = 3}),
+                     0);
     ck_assert_int_eq(tcpmsg_codec_encode(&c, "xa", 2, &e), 0); /* "xaaab": first at 2 */
     ck_assert_uint_eq(tcpmsg_codec_frame_size(&c, 2), 5);
 }
@@ -701,8 +663,7 @@ START_TEST(fixed_records)
     ck_assert_uint_eq(tcpmsg_codec_max_frame(&c), 4);
     run_table(&c, cases, NCASES(cases));
 
-    static const struct ccase one[] = {
-        {"size 1", B("xyz"), 3, {B("x"), B("y"), B("z")}, EOF_OK, 0}};
+    static const struct ccase one[] = {{"size 1", B("xyz"), 3, {B("x"), B("y"), B("z")}, EOF_OK, 0}};
     ck_assert_int_eq(tcpmsg_codec_init_fixed(&c, &(struct tcpmsg_fixed_config){.size = 1}), 0);
     run_table(&c, one, NCASES(one));
 }
@@ -723,10 +684,9 @@ START_TEST(fixed_encode)
     ck_assert_uint_eq(tcpmsg_codec_frame_size(&c, 3), 0);
 
     /* Padding, including an empty record. */
-    ck_assert_int_eq(
-        tcpmsg_codec_init_fixed(
-            &c, &(struct tcpmsg_fixed_config){.size = 4, .pad = true, .pad_byte = '.'}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_fixed(
+                         &c, &(struct tcpmsg_fixed_config){.size = 4, .pad = true, .pad_byte = '.'}),
+                     0);
     ck_assert_int_eq(tcpmsg_codec_encode(&c, "ab", 2, &e), 0);
     ck_assert_uint_eq(e.pad_len, 2);
     ck_assert_uint_eq(e.pad_byte, '.');
@@ -747,9 +707,9 @@ START_TEST(decoder_sticky_and_reset)
     struct tcpmsg_codec c;
     struct tcpmsg_decoder d = TCPMSG_DECODER_INIT;
     struct tcpmsg_frame f;
-    ck_assert_int_eq(
-        tcpmsg_codec_init_length(&c, &(struct tcpmsg_length_config){.width = 1, .max_payload = 3}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_length(&c, &(struct tcpmsg_length_config){
+                                                      .width = 1, .max_payload = 3}),
+                     0);
     ck_assert_int_eq(tcpmsg_codec_decode(&c, &d, "\x09", 1, &f), -EMSGSIZE);
     ck_assert_int_eq(tcpmsg_decoder_error(&d), -EMSGSIZE);
     /* Valid bytes afterwards do not clear it. */
@@ -783,9 +743,9 @@ START_TEST(delim_one_byte_at_a_time_is_linear)
     struct tcpmsg_codec c;
     struct tcpmsg_decoder d = TCPMSG_DECODER_INIT;
     struct tcpmsg_frame f;
-    ck_assert_int_eq(
-        tcpmsg_codec_init_delim(&c, &(struct tcpmsg_delim_config){.delim = "END", .delim_len = 3}),
-        0);
+    ck_assert_int_eq(tcpmsg_codec_init_delim(&c, &(struct tcpmsg_delim_config){
+                                                     .delim = "END", .delim_len = 3}),
+                     0);
     static char line[100003];
     memset(line, 'x', sizeof line);
     memcpy(line + 100000, "END", 3);
@@ -831,40 +791,21 @@ START_TEST(parse_specs)
         size_t wire_len;
         uint64_t max_payload;
     } ok[] = {
-        {"len8", 0,
-         "\x02"
-         "ab",
-         3, 255},
-        {"len16", 0,
-         "\x00\x02"
-         "ab",
-         4, 65535},
-        {"len24", 1000,
-         "\x00\x00\x02"
-         "ab",
-         5, 1000},
-        {"len32", 0,
-         "\x00\x00\x00\x02"
-         "ab",
-         6, 16777216},
-        {"len32le", 0,
-         "\x02\x00\x00\x00"
-         "ab",
-         6, 16777216},
-        {"len64", 7,
-         "\x00\x00\x00\x00\x00\x00\x00\x02"
-         "ab",
-         10, 7},
-        {"varint", 0,
-         "\x02"
-         "ab",
-         3, 16777216},
-        {"line", 0, "ab\n", 3, 16777216},
-        {"lf", 10, "ab\n", 3, 10},
-        {"crlf", 0, "ab\r\n", 4, 16777216},
-        {"delim:00", 0, "ab\0", 3, 16777216},
-        {"delim:0D0a", 0, "ab\r\n", 4, 16777216},
-        {"fixed:2", 0, "ab", 2, 2},
+        /* clang-format off */
+        {"len8",       0,    "\x02" "ab",                             3,  255},
+        {"len16",      0,    "\x00\x02" "ab",                         4,  65535},
+        {"len24",      1000, "\x00\x00\x02" "ab",                     5,  1000},
+        {"len32",      0,    "\x00\x00\x00\x02" "ab",                 6,  16777216},
+        {"len32le",    0,    "\x02\x00\x00\x00" "ab",                 6,  16777216},
+        {"len64",      7,    "\x00\x00\x00\x00\x00\x00\x00\x02" "ab", 10, 7},
+        {"varint",     0,    "\x02" "ab",                             3,  16777216},
+        {"line",       0,    "ab\n",                                  3,  16777216},
+        {"lf",         10,   "ab\n",                                  3,  10},
+        {"crlf",       0,    "ab\r\n",                                4,  16777216},
+        {"delim:00",   0,    "ab\0",                                  3,  16777216},
+        {"delim:0D0a", 0,    "ab\r\n",                                4,  16777216},
+        {"fixed:2",    0,    "ab",                                    2,  2},
+        /* clang-format on */
     };
     for (size_t i = 0; i < NCASES(ok); i++) {
         struct tcpmsg_codec c;
