@@ -126,8 +126,11 @@ struct tcpmsg_server_config {
     struct tcpmsg_conn_opts conn; /* per-connection buffers (flush is set by the model;
                                     max_output is raised to 4 x output_high at least) */
     struct tcpmsg_listen_opts listen; /* the listener: family (for the wildcard), backlog,
-                                    sndbuf / rcvbuf of every accepted connection;
-                                    reuseport is set for EVENT with several workers */
+                                    sndbuf / rcvbuf of every accepted connection.
+                                    EVENT with several workers gives each its own
+                                    SO_REUSEPORT listener, after checking that no other
+                                    socket holds the port (-EADDRINUSE); reuseport set
+                                    here skips the check: other processes may share */
     /* Optional: receives every event with the connection's 4-tuple ("" when there is
      * none). Called from any worker (thread or process); must not block for long. */
     void (*log)(void *user, enum tcpmsg_server_event ev, int code, const char *tuple);

@@ -43,7 +43,8 @@ static const struct errinfo table[] = {
     {-EMFILE, "EMFILE", "too many open files in this process"},
     {-ENFILE, "ENFILE", "too many open files in the system"},
     {-EADDRINUSE, "EADDRINUSE", "address already in use"},
-    {-ENOBUFS, "ENOBUFS", "buffer too small"},
+    {-ENOBUFS, "ENOBUFS", "buffer full or too small"},
+    {-ESHUTDOWN, "ESHUTDOWN", "server stopped"},
 };
 
 /* Positive errno values are accepted as a convenience: fold them onto the negative form. */

@@ -341,7 +341,18 @@ tcpmsg_server_create(struct tcpmsg_server **out, const struct tcpmsg_server_conf
         goto fail;
     }
     struct tcpmsg_listen_opts lo = s->cfg.listen;
-    lo.reuseport |= s->cfg.model == TCPMSG_MODEL_EVENT && s->cfg.workers > 1;
+    if (s->cfg.model == TCPMSG_MODEL_EVENT && s->cfg.workers > 1 && !lo.reuseport) {
+        /* The workers' listeners form an SO_REUSEPORT group, which another process of the
+         * same user could join, or already be: two servers would then split the traffic
+         * silently. A plain socket bound first proves the port free (-EADDRINUSE if not). */
+        if (s->port[0] && strcmp(s->port, "0") != 0) {
+            r = tcpmsg_sock_listen(s->host[0] ? s->host : NULL, s->port, &lo);
+            if (r < 0)
+                goto fail;
+            tcpmsg_sock_close(r);
+        }
+        lo.reuseport = true;
+    }
     r = tcpmsg_sock_listen(s->host[0] ? s->host : NULL, s->port[0] ? s->port : "0", &lo);
     if (r < 0)
         goto fail;

@@ -999,6 +999,21 @@ START_TEST(configuration_errors)
     ck_assert_int_eq(tcpmsg_server_create(&s, &bad, &echo), -EINVAL);
     bad = (struct tcpmsg_server_config){.host = "127.0.0.1", .port = "no-such-service-x"};
     ck_assert_int_eq(tcpmsg_server_create(&s, &bad, &echo), TCPMSG_EAI_SERVICE);
+    /* A port in use is refused, also by the several listeners of EVENT workers (an
+     * SO_REUSEPORT group would otherwise join the first server's). */
+    struct tcpmsg_server_config ev = {.host = "127.0.0.1", .workers = 2};
+    struct tcpmsg_server *first;
+    ck_assert_int_eq(tcpmsg_server_create(&first, &ev, &echo), 0);
+    char port[16];
+    snprintf(port, sizeof port, "%d", tcpmsg_server_port(first));
+    ev.port = port;
+    ck_assert_int_eq(tcpmsg_server_create(&s, &ev, &echo), -EADDRINUSE);
+    ev.workers = 1;
+    ck_assert_int_eq(tcpmsg_server_create(&s, &ev, &echo), -EADDRINUSE);
+    tcpmsg_server_destroy(first);
+    ev.workers = 2; /* free again */
+    ck_assert_int_eq(tcpmsg_server_create(&first, &ev, &echo), 0);
+    tcpmsg_server_destroy(first);
     /* One server per process owns the signals. */
     struct tcpmsg_server_config sig = {.host = "127.0.0.1", .handle_signals = true};
     struct tcpmsg_server *a;

@@ -1,0 +1,285 @@
+/* What the example programs share (see common.h). */
+#define _GNU_SOURCE /* POSIX and Linux interfaces under -std=c11 */
+#include "common.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *name = "tcpmsg";
+
+void
+tool_init(const char *argv0)
+{
+    opterr = 0; /* getopt's own messages would make two lines: tool_bad_option says it */
+    if (argv0 && *argv0) {
+        const char *slash = strrchr(argv0, '/');
+        name = slash ? slash + 1 : argv0;
+    }
+}
+
+const char *
+tool_name(void)
+{
+    return name;
+}
+
+/* One line, written with one write(2) so that lines of several processes (the FORK and
+ * POOL servers log from their children) never interleave. */
+static void
+vline(const char *suffix, const char *fmt, va_list ap)
+{
+    char line[1024];
+    int n = snprintf(line, sizeof line, "%s: ", name);
+    if (n < 0)
+        return;
+    int m = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    size_t len = m < 0 ? (size_t)n : (size_t)n + (size_t)m;
+    if (len > sizeof line - 2 - strlen(suffix))
+        len = sizeof line - 2 - strlen(suffix);
+    memcpy(line + len, suffix, strlen(suffix));
+    len += strlen(suffix);
+    line[len++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, len);
+    (void)w;
+}
+
+void
+tool_warn(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vline("", fmt, ap);
+    va_end(ap);
+}
+
+void
+tool_die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vline("", fmt, ap);
+    va_end(ap);
+    exit(EXIT_RUNTIME);
+}
+
+void
+tool_usage(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vline(" (see --help)", fmt, ap);
+    va_end(ap);
+    exit(EXIT_USAGE);
+}
+
+void
+tool_bad_option(int opt, char **argv)
+{
+    const char *arg = optind > 0 ? argv[optind - 1] : "?";
+    if (opt == ':')
+        tool_usage("option '%s' needs a value", arg);
+    if (optopt)
+        tool_usage("unknown option '-%c'", optopt);
+    tool_usage("unknown option '%s'", arg);
+}
+
+void
+tool_version(void)
+{
+    printf("%s (libtcpmsg) %s\n", name, tcpmsg_version_string());
+    exit(0);
+}
+
+uint64_t
+tool_uint(const char *opt, const char *text, uint64_t min, uint64_t max)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno || end == text || *end || text[0] == '-' || v < min || v > max)
+        tool_usage("%s: '%s' is not a number from %llu to %llu", opt, text,
+                   (unsigned long long)min, (unsigned long long)max);
+    return v;
+}
+
+int
+tool_seconds_ms(const char *opt, const char *text)
+{
+    char *end;
+    errno = 0;
+    double s = strtod(text, &end);
+    if (errno || end == text || *end || !(s >= 0) || s > 86400.0 * 365)
+        tool_usage("%s: '%s' is not a number of seconds", opt, text);
+    return (int)(s * 1000 + 0.5);
+}
+
+void
+tool_framing(const char *opt, const char *spec, uint64_t max, struct tcpmsg_codec *out)
+{
+    int r = tcpmsg_codec_parse(out, spec, max);
+    if (r == -EMSGSIZE)
+        tool_usage("%s: records of %s are larger than the frame limit", opt, spec);
+    if (r < 0)
+        tool_usage("%s: '%s' is not a framing (len8, len16, len24, len32, len64, varint, "
+                   "line, lf, crlf, delim:HEX, fixed:N) that can carry %llu-byte frames",
+                   opt, spec, (unsigned long long)(max ? max : TCPMSG_CODEC_DEFAULT_MAX));
+}
+
+void
+tool_print_port(int port)
+{
+    printf("%d\n", port);
+    fflush(stdout);
+}
+
+void
+tool_log_server(void *user, enum tcpmsg_server_event ev, int code, const char *tuple)
+{
+    (void)user;
+    switch (ev) {
+    case TCPMSG_EV_OPEN:
+        tool_warn("%s open", tuple);
+        break;
+    case TCPMSG_EV_CLOSE:
+        tool_warn("%s closed: %s", tuple, code == TCPMSG_EOF ? "end of stream" : tcpmsg_strerror(code));
+        break;
+    case TCPMSG_EV_REFUSED:
+        tool_warn("%s refused: %s", tuple, tcpmsg_strerror(code));
+        break;
+    case TCPMSG_EV_ACCEPT:
+        tool_warn("accept failed: %s", tcpmsg_strerror(code));
+        break;
+    case TCPMSG_EV_WORKER:
+        tool_warn("a worker process died (status %d) and was replaced", code);
+        break;
+    case TCPMSG_EV_STOP:
+        tool_warn("stopping");
+        break;
+    }
+}
+
+/* ---- stdin as frames --------------------------------------------------------------------- */
+
+void
+tool_input_open(struct tool_input *in, bool raw, uint64_t max)
+{
+    memset(in, 0, sizeof *in);
+    in->raw = raw;
+    in->max = max ? (size_t)max : (size_t)TCPMSG_CODEC_DEFAULT_MAX;
+    if (raw)
+        return;
+    /* The line codec cuts stdin: it already knows "\n" and "\r\n", the limit, and a last
+     * line without a newline. A connection without a socket (fd -1) holds the bytes. */
+    struct tcpmsg_codec lines;
+    struct tcpmsg_delim_config dc = {
+        .mode = TCPMSG_DELIM_ANY_EOL, .eof_partial = true, .max_len = in->max};
+    if (tcpmsg_codec_init_delim(&lines, &dc) < 0 ||
+        tcpmsg_conn_open(&in->lines, -1, &lines, NULL) < 0)
+        tool_die("cannot set up the input");
+}
+
+void
+tool_input_read(struct tool_input *in)
+{
+    uint8_t buf[65536];
+    ssize_t n;
+    do
+        n = read(STDIN_FILENO, buf, sizeof buf);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        tool_die("reading stdin: %s", strerror(errno));
+    if (n == 0)
+        in->eof = true;
+    if (in->raw) {
+        if (in->all_len + (size_t)n > in->max)
+            tool_die("the input is larger than the frame limit (%zu bytes)", in->max);
+        if (in->all_len + (size_t)n + 1 > in->all_cap) {
+            size_t cap = 2 * (in->all_len + (size_t)n + 1);
+            uint8_t *p = realloc(in->all, cap);
+            if (!p)
+                tool_die("out of memory");
+            in->all = p;
+            in->all_cap = cap;
+        }
+        memcpy(in->all + in->all_len, buf, (size_t)n);
+        in->all_len += (size_t)n;
+        return;
+    }
+    int r = tcpmsg_conn_feed(in->lines, buf, (size_t)n);
+    if (r < 0)
+        tool_die("reading stdin: %s", tcpmsg_strerror(r));
+}
+
+bool
+tool_input_next(struct tool_input *in, const uint8_t **data, size_t *len)
+{
+    if (in->raw) {
+        if (!in->eof || in->taken)
+            return false;
+        *data = in->all ? in->all : (const uint8_t *)""; /* empty input: one empty frame */
+        *len = in->all_len;
+        in->taken = true;
+        return true;
+    }
+    struct tcpmsg_frame f;
+    int r = tcpmsg_conn_recv(in->lines, &f, TCPMSG_NOWAIT);
+    if (r == 0) {
+        in->line_no++;
+        *data = f.data;
+        *len = f.len;
+        return true;
+    }
+    if (r == -EMSGSIZE)
+        tool_die("line %llu of the input is longer than the frame limit (%zu bytes)",
+                 (unsigned long long)in->line_no + 1, in->max);
+    if (r != -ETIMEDOUT && r != TCPMSG_EOF)
+        tool_die("reading stdin: %s", tcpmsg_strerror(r));
+    return false;
+}
+
+void
+tool_input_close(struct tool_input *in)
+{
+    tcpmsg_conn_close(in->lines, TCPMSG_NOWAIT);
+    free(in->all);
+    memset(in, 0, sizeof *in);
+}
+
+void
+tool_print_frame(const uint8_t *data, size_t len, bool raw, bool hex)
+{
+    if (hex) {
+        printf("%zu:", len);
+        for (size_t i = 0; i < len; i++)
+            printf("%s%02x", i % 16 == 0 && i ? "\n   " : " ", data[i]);
+        putchar('\n');
+        return;
+    }
+    fwrite(data, 1, len, stdout);
+    if (!raw)
+        putchar('\n');
+}
+
+const char *
+tool_recv_error(int code)
+{
+    switch (code) {
+    case -EMSGSIZE:
+        return "the peer announced a frame over the limit";
+    case -EPROTO:
+        return "the peer's stream ended inside a frame, or broke the framing";
+    case -ECONNRESET:
+        return "the connection was reset by the peer";
+    case TCPMSG_EOF:
+        return "the peer closed the connection";
+    case -ETIMEDOUT:
+        return "timed out";
+    default:
+        return tcpmsg_strerror(code);
+    }
+}

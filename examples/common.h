@@ -1,0 +1,70 @@
+/* What the example programs share: messages and exit statuses, option values, the log
+ * line of a server, and stdin cut into the frames to send. Only the public API is used, so
+ * a program and this file can be copied out and built with
+ *     cc prog.c common.c $(pkg-config --cflags --libs tcpmsg)
+ *
+ * Conventions of every program: data on stdout, diagnostics on stderr (one line each),
+ * exit status 0 on success, 1 on a runtime failure, 2 on bad usage. */
+#ifndef TCPMSG_EXAMPLES_COMMON_H
+#define TCPMSG_EXAMPLES_COMMON_H
+
+#include <tcpmsg.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+/* Remembers the program's name (argv[0] without its directory) for messages. */
+void tool_init(const char *argv0);
+const char *tool_name(void);
+
+/* "name: message" on stderr. die exits 1, usage exits 2 (and points to --help). */
+void tool_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+_Noreturn void tool_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+_Noreturn void tool_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* For getopt_long's ':' (a missing value; optstrings start with ':') and '?' (unknown). */
+_Noreturn void tool_bad_option(int opt, char **argv);
+/* Prints "name (libtcpmsg) X.Y.Z" on stdout and exits 0. */
+_Noreturn void tool_version(void);
+
+/* Option values; each exits with status 2 and names the option when the text is invalid. */
+uint64_t tool_uint(const char *opt, const char *text, uint64_t min, uint64_t max);
+int tool_seconds_ms(const char *opt, const char *text); /* decimal seconds, as ms (>= 0) */
+/* A framing specification (tcpmsg_codec_parse); max 0: the framing's default limit. */
+void tool_framing(const char *opt, const char *spec, uint64_t max, struct tcpmsg_codec *out);
+
+/* Prints the port a server listens on, alone on a line of stdout, and flushes: a script
+ * started the server with port 0 reads the port chosen from there. */
+void tool_print_port(int port);
+/* A server's log callback: one line per connection opened or closed, with the 4-tuple. */
+void tool_log_server(void *user, enum tcpmsg_server_event ev, int code, const char *tuple);
+
+/* Standard input as frames to send: one per line ("\n" or "\r\n" removed), or with raw
+ * the whole input as one frame. */
+struct tool_input {
+    struct tcpmsg_conn *lines; /* a connection without a socket: the line codec's buffer */
+    bool raw, eof, taken;
+    uint8_t *all; /* raw: the whole input */
+    size_t all_len, all_cap, max;
+    uint64_t line_no;
+};
+void tool_input_open(struct tool_input *in, bool raw, uint64_t max);
+/* Reads once from fd 0 (it may block if fd 0 is not ready); exits 1 on a read error or a
+ * line (an input) longer than max. */
+void tool_input_read(struct tool_input *in);
+/* The next frame to send, as a view valid until the next call: true, or false when none
+ * is ready (more input is needed, or in->eof and everything was taken). */
+bool tool_input_next(struct tool_input *in, const uint8_t **data, size_t *len);
+void tool_input_close(struct tool_input *in);
+
+/* Writes a received frame to stdout: the bytes and a newline; raw: the bytes alone;
+ * hex: "LEN: hh hh ..." lines of 16 bytes. */
+void tool_print_frame(const uint8_t *data, size_t len, bool raw, bool hex);
+
+/* A one-line explanation of a receive error on a connection to a peer: "the server sent a
+ * frame over the limit", "connection reset by the server"... */
+const char *tool_recv_error(int code);
+
+#endif

@@ -1,0 +1,113 @@
+/* tcpmsg-echo-server: sends every frame back, unchanged and in order, under any server
+ * model (the course's "server 4321"). The port it listens on is printed on stdout; one line
+ * per connection opened and closed goes to stderr. SIGINT/SIGTERM: stop accepting, finish
+ * the frames already received, exit 0. */
+#define _GNU_SOURCE /* POSIX and Linux interfaces under -std=c11 */
+#include "common.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static _Noreturn void
+usage(void)
+{
+    printf("Usage: %s [OPTION]... PORT\n"
+           "Echo every frame back to its sender. PORT 0 picks a free port; the port is\n"
+           "printed on stdout once the server listens.\n"
+           "\n"
+           "  -m, --mode MODE          iterative, fork, thread, pool or event [event]\n"
+           "  -f, --framing F          len32 (4-byte big-endian length), line, fixed:N, or\n"
+           "                           any of len8 len16 len24 len64 varint lf crlf delim:HEX\n"
+           "                           [len32]\n"
+           "  -b, --bind ADDR          address to listen on [all, IPv4 and IPv6]\n"
+           "  -s, --max-frame BYTES    largest frame; a peer announcing more is closed\n"
+           "                           [16777216]\n"
+           "  -i, --idle-timeout SEC   close connections silent this long, 0: never [60]\n"
+           "  -c, --max-conns N        connections served at once [1024; fork: 64]\n"
+           "  -w, --workers N          pool: workers [2 x CPUs]; event: threads [CPUs]\n"
+           "  -h, --help               this help\n"
+           "  -V, --version            the version\n",
+           tool_name());
+    exit(0);
+}
+
+static int
+echo(struct tcpmsg_conn *c, const struct tcpmsg_frame *m, void *user)
+{
+    (void)user;
+    return tcpmsg_conn_send(c, m->data, m->len, TCPMSG_FOREVER); /* queued by the server */
+}
+
+int
+main(int argc, char **argv)
+{
+    tool_init(argv[0]);
+    static const struct option longopts[] = {
+        {"mode", required_argument, NULL, 'm'},     {"framing", required_argument, NULL, 'f'},
+        {"bind", required_argument, NULL, 'b'},     {"max-frame", required_argument, NULL, 's'},
+        {"idle-timeout", required_argument, NULL, 'i'},
+        {"max-conns", required_argument, NULL, 'c'}, {"workers", required_argument, NULL, 'w'},
+        {"help", no_argument, NULL, 'h'},           {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0}};
+    struct tcpmsg_server_config cfg = {.handle_signals = true, .log = tool_log_server};
+    const char *framing = "len32";
+    uint64_t max_frame = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, ":m:f:b:s:i:c:w:hV", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'm':
+            if (tcpmsg_model_parse(optarg, &cfg.model) < 0)
+                tool_usage("--mode: '%s' is not iterative, fork, thread, pool or event", optarg);
+            break;
+        case 'f':
+            framing = optarg;
+            break;
+        case 'b':
+            cfg.host = optarg;
+            break;
+        case 's':
+            max_frame = tool_uint("--max-frame", optarg, 1, UINT32_MAX);
+            break;
+        case 'i': {
+            int ms = tool_seconds_ms("--idle-timeout", optarg);
+            cfg.idle_timeout_ms = ms ? ms : -1;
+            break;
+        }
+        case 'c':
+            cfg.max_conns = (int)tool_uint("--max-conns", optarg, 1, 1000000);
+            break;
+        case 'w':
+            cfg.workers = (int)tool_uint("--workers", optarg, 1, 1024);
+            break;
+        case 'h':
+            usage();
+        case 'V':
+            tool_version();
+        default:
+            tool_bad_option(opt, argv);
+        }
+    }
+    if (optind != argc - 1)
+        tool_usage(optind < argc ? "too many arguments" : "missing PORT");
+    cfg.port = argv[optind];
+    struct tcpmsg_codec codec;
+    tool_framing("--framing", framing, max_frame, &codec);
+    cfg.codec = &codec;
+
+    struct tcpmsg_handler h = {.on_message = echo};
+    struct tcpmsg_server *s;
+    int r = tcpmsg_server_create(&s, &cfg, &h);
+    if (r < 0)
+        tool_die("cannot listen on %s port %s: %s", cfg.host ? cfg.host : "all addresses",
+                 cfg.port, tcpmsg_strerror(r));
+    tool_print_port(tcpmsg_server_port(s));
+    tool_warn("listening on port %d (%s model, %s framing, frames up to %llu bytes)",
+              tcpmsg_server_port(s), tcpmsg_model_name(cfg.model), framing,
+              (unsigned long long)tcpmsg_codec_max_payload(&codec));
+    r = tcpmsg_server_run(s);
+    tcpmsg_server_destroy(s);
+    if (r < 0)
+        tool_die("%s", tcpmsg_strerror(r));
+    return 0;
+}

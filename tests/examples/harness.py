@@ -1,0 +1,146 @@
+"""What the tests of the example programs share: the programs' directory, starting a
+server program and reading the port it prints, running a client with a bounded wait, and
+small raw-socket peers. No fixed ports (every server binds port 0), no sleeps as
+synchronisation: a test waits for an event (a line, an exit, a connection) under a bound.
+"""
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+BIN = os.environ.get("TCPMSG_EXAMPLES_DIR", "")
+WAIT = 30  # seconds: the bound on any single wait; tests finish far sooner when all is well
+
+
+def prog(name):
+    path = os.path.join(BIN, name)
+    if not os.access(path, os.X_OK):
+        raise AssertionError(f"{path} is not built (set TCPMSG_EXAMPLES_DIR)")
+    return path
+
+
+class Server:
+    """A server program started with argv (its PORT argument "0"); .port is the port it
+    printed on its first line of stdout."""
+
+    def __init__(self, name, *args):
+        self.proc = subprocess.Popen([prog(name), *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        line = self.readline()
+        if not line.strip().isdigit():
+            self.proc.kill()
+            out, err = self.proc.communicate(timeout=WAIT)
+            raise AssertionError(f"{name} printed {line!r} instead of its port: {err}")
+        self.port = int(line)
+
+    def readline(self, timeout=WAIT):
+        """The next line of the server's stdout (bounded wait)."""
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise AssertionError("the server printed nothing in time")
+        return self.proc.stdout.readline()
+
+    def stop(self, sig=signal.SIGTERM):
+        """Stops the server with sig (None: it was signalled already, or ends by itself);
+        returns (exit status, stderr)."""
+        if sig is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            _, err = self.proc.communicate(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            raise AssertionError(f"the server did not stop on {sig!r}: {err}")
+        return self.proc.returncode, err
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def run(name, *args, input=b"", timeout=WAIT):
+    """Runs a program to its end; returns CompletedProcess (bytes)."""
+    return subprocess.run([prog(name), *args], input=input, capture_output=True,
+                          timeout=timeout)
+
+
+def len32(payload):
+    return struct.pack("!I", len(payload)) + payload
+
+
+def recv_exactly(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError(f"closed after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+def recv_until_closed(sock, limit=1 << 26):
+    """Reads until the peer ends (EOF or reset); returns (bytes, how it ended)."""
+    data = b""
+    try:
+        while len(data) < limit:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data, "eof"
+            data += chunk
+    except ConnectionResetError:
+        return data, "reset"
+    return data, "limit"
+
+
+def connect(port, timeout=WAIT):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return s
+
+
+class OneShotPeer:
+    """A raw TCP server on 127.0.0.1 port 0 that runs behave(sock) for one client in a
+    thread: a misbehaving server for the client programs to meet."""
+
+    def __init__(self, behave):
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(1)
+        self.port = self.lsock.getsockname()[1]
+        self.behave = behave
+        self.error = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        try:
+            self.lsock.settimeout(WAIT)
+            conn, _ = self.lsock.accept()
+            with conn:
+                conn.settimeout(WAIT)
+                self.behave(conn)
+        except Exception as e:  # reported by close()
+            self.error = e
+
+    def close(self):
+        self.thread.join(WAIT)
+        self.lsock.close()
+
+
+def reset(sock):
+    """Closes sock with a RST instead of an orderly end."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def main():
+    unittest.main(verbosity=2)
