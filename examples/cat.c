@@ -1,7 +1,8 @@
 /* tcpmsg-cat: netcat for framed messages. Connects to HOST PORT (or with -l waits for one
  * client), sends stdin as frames (one per line, or the whole input as one with --raw) and
- * writes the frames received to stdout (one per line, raw, or hex-dumped). Ends when the
- * peer ends its stream, or after --count frames. */
+ * writes the frames received to stdout (one per line, raw, or hex-dumped). Ends once both
+ * sides have ended their streams (stdin sent, the peer's end read), or after --count
+ * frames. */
 #define _GNU_SOURCE /* POSIX and Linux interfaces under -std=c11 */
 #include "common.h"
 
@@ -36,8 +37,9 @@ usage(void)
            "  -h, --help              this help\n"
            "  -V, --version           the version\n"
            "\n"
-           "Exit status: 0 when the peer ended cleanly (or --count frames arrived), 1 on a\n"
-           "network or protocol error or a timeout, 2 on bad usage.\n",
+           "Ends once stdin is sent and the peer has ended its stream, or after --count\n"
+           "frames. Exit status: 0 then, 1 on a network or protocol error or a timeout,\n"
+           "2 on bad usage.\n",
            tool_name(), tool_name());
     exit(0);
 }
@@ -72,12 +74,16 @@ int
 main(int argc, char **argv)
 {
     tool_init(argv[0]);
-    static const struct option longopts[] = {
-        {"listen", no_argument, NULL, 'l'},        {"framing", required_argument, NULL, 'f'},
-        {"max-frame", required_argument, NULL, 's'}, {"raw", no_argument, NULL, 'r'},
-        {"hex", no_argument, NULL, 'x'},           {"count", required_argument, NULL, 'n'},
-        {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"listen", no_argument, NULL, 'l'},
+                                             {"framing", required_argument, NULL, 'f'},
+                                             {"max-frame", required_argument, NULL, 's'},
+                                             {"raw", no_argument, NULL, 'r'},
+                                             {"hex", no_argument, NULL, 'x'},
+                                             {"count", required_argument, NULL, 'n'},
+                                             {"timeout", required_argument, NULL, 't'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {NULL, 0, NULL, 0}};
     const char *framing = "len32";
     uint64_t max_frame = 0, count = 0;
     bool listen = false, raw = false, hex = false;
@@ -167,8 +173,8 @@ main(int argc, char **argv)
             r = 0;
             break;
         }
-        if (r == TCPMSG_EOF && queued == 0)
-            break;
+        if (r == TCPMSG_EOF && in.eof && queued == 0)
+            break; /* both ends said everything */
         if (r != -ETIMEDOUT && r != TCPMSG_EOF)
             tool_die("%s", tool_recv_error(r));
 

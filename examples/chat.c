@@ -42,8 +42,8 @@ static struct member *members;
 static int count;
 
 /* Sends one line to every member but `from`; drops those that cannot take it. */
-static void
-broadcast(const struct member *from, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void broadcast(const struct member *from, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static void
 broadcast(const struct member *from, const char *fmt, ...)
@@ -76,7 +76,8 @@ on_open(struct tcpmsg_conn *c, void *user)
     if (!m)
         return -ENOMEM;
     m->c = c;
-    if (tcpmsg_addr_peer(tcpmsg_conn_fd(c), &peer) < 0 ||
+    /* "127.0.0.1:5000" rather than the dual-stack socket's "[::ffff:127.0.0.1]:5000". */
+    if (tcpmsg_addr_peer(tcpmsg_conn_fd(c), &peer) < 0 || (tcpmsg_addr_unmap(&peer), false) ||
         tcpmsg_addr_format(&peer, m->name, sizeof m->name) < 0)
         strcpy(m->name, "?");
     char hello[128];
@@ -127,11 +128,11 @@ main(int argc, char **argv)
 {
     tool_init(argv[0]);
     static const struct option longopts[] = {
-        {"bind", required_argument, NULL, 'b'}, {"max-output", required_argument, NULL, 'o'},
+        {"bind", required_argument, NULL, 'b'},     {"max-output", required_argument, NULL, 'o'},
         {"max-line", required_argument, NULL, 'L'}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},    {NULL, 0, NULL, 0}};
+        {"version", no_argument, NULL, 'V'},        {NULL, 0, NULL, 0}};
     struct tcpmsg_server_config cfg = {
-        .workers = 1, /* one thread owns every member: handlers may send to all of them */
+        .workers = 1,          /* one thread owns every member: handlers may send to all of them */
         .idle_timeout_ms = -1, /* people may listen for hours without saying a word */
         .handle_signals = true,
         .log = tool_log_server,
@@ -162,8 +163,8 @@ main(int argc, char **argv)
     cfg.port = argv[optind];
     /* Lines end with "\n" or "\r\n" (nc and telnet alike); the room sends "\n". */
     struct tcpmsg_codec lines;
-    tcpmsg_codec_init_delim(&lines, &(struct tcpmsg_delim_config){.mode = TCPMSG_DELIM_ANY_EOL,
-                                                                   .max_len = max_line});
+    tcpmsg_codec_init_delim(
+        &lines, &(struct tcpmsg_delim_config){.mode = TCPMSG_DELIM_ANY_EOL, .max_len = max_line});
     cfg.codec = &lines;
     /* Sends beyond max_output fail with -ENOBUFS: that member is dropped. The server stops
      * reading from a member whose output passed output_high, so keep it below. */

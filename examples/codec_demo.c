@@ -10,9 +10,8 @@
 #include <string.h>
 
 static void
-show(const char *title, const struct tcpmsg_codec *codec)
+show(const char *title, const struct tcpmsg_codec *codec, const char *const messages[3])
 {
-    static const char *messages[] = {"hello", "", "framing survives any split"};
     unsigned char wire[256], inbox[256];
     size_t used = 0, have = 0;
 
@@ -49,8 +48,8 @@ show(const char *title, const struct tcpmsg_codec *codec)
         }
     }
     struct tcpmsg_frame f;
-    printf("  end of stream: %s\n", tcpmsg_errname((int)tcpmsg_codec_finish(codec, &dec, inbox,
-                                                                             have, &f)));
+    printf("  end of stream: %s\n",
+           tcpmsg_errname((int)tcpmsg_codec_finish(codec, &dec, inbox, have, &f)));
 }
 
 int
@@ -59,21 +58,22 @@ main(void)
     struct tcpmsg_codec codec;
 
     tcpmsg_codec_init_length(&codec, NULL); /* 4-byte big-endian length, then the payload */
-    show("length-prefixed", &codec);
+    static const char *const messages[] = {"hello", "", "framing survives any split"};
+    static const char *const records[] = {"hello", "", "8 bytes!"}; /* padded to 8 */
+    show("length-prefixed", &codec, messages);
 
     tcpmsg_codec_init_delim(&codec, &(struct tcpmsg_delim_config){.mode = TCPMSG_DELIM_CRLF});
-    show("CRLF lines", &codec);
+    show("CRLF lines", &codec, messages);
 
-    tcpmsg_codec_init_fixed(&codec, &(struct tcpmsg_fixed_config){.size = 8, .pad = true,
-                                                                   .pad_byte = '.'});
-    show("fixed 8-byte records", &codec);
+    tcpmsg_codec_init_fixed(&codec,
+                            &(struct tcpmsg_fixed_config){.size = 8, .pad = true, .pad_byte = '.'});
+    show("fixed 8-byte records", &codec, records);
 
     /* A hostile peer announcing 4 GiB is refused before anything is reserved. */
     struct tcpmsg_decoder dec = TCPMSG_DECODER_INIT;
     struct tcpmsg_frame f;
     tcpmsg_codec_init_length(&codec, NULL);
     ptrdiff_t n = tcpmsg_codec_decode(&codec, &dec, "\xff\xff\xff\xff", 4, &f);
-    printf("a header announcing 4 GiB: %s (%s)\n", tcpmsg_errname((int)n),
-           tcpmsg_strerror((int)n));
+    printf("a header announcing 4 GiB: %s (%s)\n", tcpmsg_errname((int)n), tcpmsg_strerror((int)n));
     return n == -EMSGSIZE ? 0 : 1;
 }

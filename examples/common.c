@@ -102,8 +102,8 @@ tool_uint(const char *opt, const char *text, uint64_t min, uint64_t max)
     errno = 0;
     unsigned long long v = strtoull(text, &end, 10);
     if (errno || end == text || *end || text[0] == '-' || v < min || v > max)
-        tool_usage("%s: '%s' is not a number from %llu to %llu", opt, text,
-                   (unsigned long long)min, (unsigned long long)max);
+        tool_usage("%s: '%s' is not a number from %llu to %llu", opt, text, (unsigned long long)min,
+                   (unsigned long long)max);
     return v;
 }
 
@@ -146,7 +146,8 @@ tool_log_server(void *user, enum tcpmsg_server_event ev, int code, const char *t
         tool_warn("%s open", tuple);
         break;
     case TCPMSG_EV_CLOSE:
-        tool_warn("%s closed: %s", tuple, code == TCPMSG_EOF ? "end of stream" : tcpmsg_strerror(code));
+        tool_warn("%s closed: %s", tuple,
+                  code == TCPMSG_EOF ? "end of stream" : tcpmsg_strerror(code));
         break;
     case TCPMSG_EV_REFUSED:
         tool_warn("%s refused: %s", tuple, tcpmsg_strerror(code));
@@ -254,9 +255,12 @@ void
 tool_print_frame(const uint8_t *data, size_t len, bool raw, bool hex)
 {
     if (hex) {
-        printf("%zu:", len);
-        for (size_t i = 0; i < len; i++)
-            printf("%s%02x", i % 16 == 0 && i ? "\n   " : " ", data[i]);
+        int indent = printf("%zu:", len); /* continuation lines line up under the bytes */
+        for (size_t i = 0; i < len; i++) {
+            if (i % 16 == 0 && i)
+                printf("\n%*s", indent, "");
+            printf(" %02x", data[i]);
+        }
         putchar('\n');
         return;
     }

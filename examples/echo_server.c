@@ -43,13 +43,16 @@ int
 main(int argc, char **argv)
 {
     tool_init(argv[0]);
-    static const struct option longopts[] = {
-        {"mode", required_argument, NULL, 'm'},     {"framing", required_argument, NULL, 'f'},
-        {"bind", required_argument, NULL, 'b'},     {"max-frame", required_argument, NULL, 's'},
-        {"idle-timeout", required_argument, NULL, 'i'},
-        {"max-conns", required_argument, NULL, 'c'}, {"workers", required_argument, NULL, 'w'},
-        {"help", no_argument, NULL, 'h'},           {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"mode", required_argument, NULL, 'm'},
+                                             {"framing", required_argument, NULL, 'f'},
+                                             {"bind", required_argument, NULL, 'b'},
+                                             {"max-frame", required_argument, NULL, 's'},
+                                             {"idle-timeout", required_argument, NULL, 'i'},
+                                             {"max-conns", required_argument, NULL, 'c'},
+                                             {"workers", required_argument, NULL, 'w'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {NULL, 0, NULL, 0}};
     struct tcpmsg_server_config cfg = {.handle_signals = true, .log = tool_log_server};
     const char *framing = "len32";
     uint64_t max_frame = 0;
@@ -99,8 +102,8 @@ main(int argc, char **argv)
     struct tcpmsg_server *s;
     int r = tcpmsg_server_create(&s, &cfg, &h);
     if (r < 0)
-        tool_die("cannot listen on %s port %s: %s", cfg.host ? cfg.host : "all addresses",
-                 cfg.port, tcpmsg_strerror(r));
+        tool_die("cannot listen on %s port %s: %s", cfg.host ? cfg.host : "all addresses", cfg.port,
+                 tcpmsg_strerror(r));
     tool_print_port(tcpmsg_server_port(s));
     tool_warn("listening on port %d (%s model, %s framing, frames up to %llu bytes)",
               tcpmsg_server_port(s), tcpmsg_model_name(cfg.model), framing,

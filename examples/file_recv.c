@@ -154,11 +154,13 @@ int
 main(int argc, char **argv)
 {
     tool_init(argv[0]);
-    static const struct option longopts[] = {
-        {"bind", required_argument, NULL, 'b'},    {"once", no_argument, NULL, '1'},
-        {"max-size", required_argument, NULL, 'm'}, {"timeout", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},          {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"bind", required_argument, NULL, 'b'},
+                                             {"once", no_argument, NULL, '1'},
+                                             {"max-size", required_argument, NULL, 'm'},
+                                             {"timeout", required_argument, NULL, 't'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {NULL, 0, NULL, 0}};
     struct tcpmsg_server_config cfg = {.model = TCPMSG_MODEL_THREAD, .handle_signals = true};
     int opt;
     while ((opt = getopt_long(argc, argv, ":b:1m:t:hV", longopts, NULL)) != -1) {

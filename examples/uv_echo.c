@@ -86,8 +86,9 @@ echo_frames(struct client *cl, bool eof)
     struct reply *rep = NULL;
     for (;;) {
         struct tcpmsg_frame f;
-        ptrdiff_t n = eof ? tcpmsg_codec_finish(&codec, &cl->dec, cl->in + off, cl->in_len - off, &f)
-                          : tcpmsg_codec_decode(&codec, &cl->dec, cl->in + off, cl->in_len - off, &f);
+        ptrdiff_t n =
+            eof ? tcpmsg_codec_finish(&codec, &cl->dec, cl->in + off, cl->in_len - off, &f)
+                : tcpmsg_codec_decode(&codec, &cl->dec, cl->in + off, cl->in_len - off, &f);
         if (n == 0 || n == TCPMSG_EOF)
             break;
         if (n < 0) {

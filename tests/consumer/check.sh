@@ -21,6 +21,28 @@ ${CC:-cc} -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags tcpmsg) "$here/ma
     -o "$work/consumer-pkgconfig" $(pkg-config --libs tcpmsg) -Wl,-rpath,"$libdir"
 "$work/consumer-pkgconfig"
 
+# Every example program builds the same way, from its source and common.c alone (the
+# calculator server also needs libm for fmod, the libuv example libuv), and runs.
+examples="$here/../../examples"
+for src in "$examples"/*.c; do
+    name=$(basename "$src" .c)
+    [ "$name" = common ] && continue
+    extra=
+    if [ "$name" = uv_echo ]; then
+        pkg-config --exists libuv || { echo "consumer: $name skipped (no libuv)"; continue; }
+        extra=$(pkg-config --cflags --libs libuv)
+    fi
+    ${CC:-cc} -std=c11 -Wall -Wextra -Werror $(pkg-config --cflags tcpmsg) \
+        "$src" "$examples/common.c" -o "$work/$name" $(pkg-config --libs tcpmsg) $extra -lm \
+        -Wl,-rpath,"$libdir"
+    if [ "$name" != codec_demo ]; then
+        "$work/$name" --version >/dev/null
+    else
+        "$work/$name" >/dev/null
+    fi
+done
+echo "consumer: every example builds with pkg-config alone and runs"
+
 cmake -S "$here" -B "$work/cmake" -DCMAKE_PREFIX_PATH="$prefix" >"$work/cmake-configure.log"
 cmake --build "$work/cmake" >"$work/cmake-build.log"
 "$work/cmake/consumer"
@@ -28,4 +50,6 @@ cmake --build "$work/cmake" >"$work/cmake-build.log"
 # The installed files are where GNUInstallDirs says, and the library has its SONAME link.
 ls "$libdir"/libtcpmsg.so.0 >/dev/null 2>&1 || ls "$libdir"/libtcpmsg.a >/dev/null
 ls "$prefix"/include/tcpmsg/codec.h >/dev/null
+"$prefix"/bin/tcpmsg-cat --version >/dev/null # the installed tool, with its man page
+ls "$prefix"/share/man/man1/tcpmsg-cat.1 >/dev/null
 echo "consumer: ok"
