@@ -223,10 +223,12 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
         pthread_mutex_unlock(&s->mu);
     }
     /* A peer that ended or a server that stops gets its replies and an orderly end; a peer
-     * that misbehaved is not waited for. */
+     * that misbehaved or stalled is not waited for: what the socket takes now is written,
+     * what has arrived is read, and it is closed (waiting would let it push data at full
+     * speed into the close's drain). */
     int64_t dl = reason == TCPMSG_EOF   ? tcpmsg_deadline_in(s->cfg.write_timeout_ms)
                  : reason == -ESHUTDOWN ? tcpmsg__drain_deadline(s)
-                                        : tcpmsg_deadline_in(100);
+                                        : TCPMSG_NOWAIT;
     if (sv.drop)
         tcpmsg_conn_reset(c);
     else
