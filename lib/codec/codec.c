@@ -67,7 +67,9 @@ tcpmsg_codec_decode(const struct tcpmsg_codec *c, struct tcpmsg_decoder *d, cons
     if (d->err)
         return d->err;
 
-    const uint8_t *p = buf;
+    /* No bytes may come as NULL: give the codecs a real (empty) buffer, so that no pointer
+     * arithmetic or memchr ever sees NULL. */
+    const uint8_t *p = len ? buf : (const uint8_t *)"";
     switch (c->kind) {
     case TCPMSG_CODEC_LENGTH:
         return tcpmsg__length_decode(c, d, p, len, out);

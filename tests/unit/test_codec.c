@@ -781,6 +781,22 @@ END_TEST
 
 /* ---- framing specifications as text ------------------------------------------------------ */
 
+START_TEST(no_bytes_as_null)
+{
+    /* A connection with nothing buffered passes NULL and 0: every codec and every mode says
+     * "need more" (decode) or "clean end" (finish), without touching the pointer. */
+    static const char *specs[] = {"len32", "varint", "line", "lf", "crlf", "delim:0d0a", "fixed:4"};
+    for (size_t i = 0; i < NCASES(specs); i++) {
+        struct tcpmsg_codec c;
+        struct tcpmsg_decoder d = TCPMSG_DECODER_INIT;
+        struct tcpmsg_frame f;
+        ck_assert_int_eq(tcpmsg_codec_parse(&c, specs[i], 0), 0);
+        ck_assert_int_eq(tcpmsg_codec_decode(&c, &d, NULL, 0, &f), 0);
+        ck_assert_int_eq(tcpmsg_codec_finish(&c, &d, NULL, 0, &f), TCPMSG_EOF);
+    }
+}
+END_TEST
+
 START_TEST(parse_specs)
 {
     /* Each spec frames "ab" as exactly these bytes, and its limit is the expected one. */
@@ -891,6 +907,7 @@ make_suite(void)
     t = tcase_create("generic");
     tcase_add_test(t, decoder_sticky_and_reset);
     tcase_add_test(t, parse_specs);
+    tcase_add_test(t, no_bytes_as_null);
     suite_add_tcase(s, t);
     return s;
 }
