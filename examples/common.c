@@ -30,6 +30,9 @@ tool_name(void)
 
 /* One line, written with one write(2) so that lines of several processes (the FORK and
  * POOL servers log from their children) never interleave. */
+static void vline(const char *suffix, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
 static void
 vline(const char *suffix, const char *fmt, va_list ap)
 {
