@@ -65,7 +65,7 @@ static inline bool
 calc_read_number(struct tcpmsg_wire_reader *r, struct calc_number *n)
 {
     uint8_t tag = tcpmsg_wire_read_u8(r);
-    n->is_double = tag == 'd';
+    *n = (struct calc_number){.is_double = tag == 'd'};
     if (n->is_double)
         n->d = tcpmsg_wire_read_f64(r);
     else

@@ -134,9 +134,17 @@ begin_close(struct worker *w, struct econn *e, int reason)
 
 /* Finishes what can be finished now: a closing connection whose output is written (or that
  * can write no more) is closed. Returns true when e was destroyed. */
+static void pump(struct worker *w, struct econn *e);
+
 static bool
 settle(struct worker *w, struct econn *e)
 {
+    /* Backpressure released (the output drained below the low watermark, by EPOLLOUT or
+     * because one write took it all): read again, starting with the frames already here. */
+    while (!e->closing && e->paused && tcpmsg_conn_output(e->c, NULL) <= w->s->cfg.output_low) {
+        e->paused = false;
+        pump(w, e); /* may pause again on the next large reply, and write it at once */
+    }
     if (!e->closing) {
         if (set_interest(w, e) < 0)
             begin_close(w, e, -EIO);
@@ -373,12 +381,6 @@ worker_main(void *arg)
                 int r = tcpmsg_conn_flush(e->c, TCPMSG_NOWAIT);
                 if (r < 0 && r != -ETIMEDOUT)
                     begin_close(w, e, r);
-                /* Backpressure released: read again, starting with frames already here. */
-                if (e->paused && !e->closing &&
-                    tcpmsg_conn_output(e->c, NULL) <= s->cfg.output_low) {
-                    e->paused = false;
-                    pump(w, e);
-                }
             }
             settle(w, e);
         }

@@ -300,6 +300,41 @@ START_TEST(echo_every_codec)
 }
 END_TEST
 
+START_TEST(large_frames)
+{
+    /* Replies larger than output_high (1 MiB by default): the connection pauses for them and
+     * must resume, whether the reply left in one write or waited for EPOLLOUT. */
+    const struct model *m = &models[_i];
+    struct tcpmsg_server_config cfg = {0};
+    struct tcpmsg_server *s = start(m, &cfg, &echo);
+    struct tcpmsg_conn *c = client(s, NULL);
+    static const size_t sizes[] = {1048576, 1048577, 2 * 1048576, 16 * 1048576, 3, 1048576};
+    size_t max = 16 * 1048576;
+    uint8_t *big = malloc(max);
+    for (size_t i = 0; i < max; i++)
+        big[i] = (uint8_t)(i * 7 + i / 4096);
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        struct tcpmsg_frame f;
+        ck_assert_int_eq(tcpmsg_conn_send(c, big, sizes[k], LONG_WAIT), 0);
+        ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), 0);
+        ck_assert_uint_eq(f.len, sizes[k]);
+        ck_assert_int_eq(memcmp(f.data, big, f.len), 0);
+    }
+    /* Two pipelined: the second waits in the buffer while the first reply pauses reading. */
+    ck_assert_int_eq(tcpmsg_conn_send(c, big, 2 * 1048576, LONG_WAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_send(c, big, 1048576, LONG_WAIT), 0);
+    for (int k = 0; k < 2; k++) {
+        struct tcpmsg_frame f;
+        ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), 0);
+        ck_assert_uint_eq(f.len, k ? 1048576 : 2 * 1048576);
+        ck_assert_int_eq(memcmp(f.data, big, f.len), 0);
+    }
+    free(big);
+    ck_assert_int_eq(tcpmsg_conn_close(c, LONG_WAIT), 0);
+    finish(s);
+}
+END_TEST
+
 START_TEST(many_clients)
 {
     const struct model *m = &models[_i];
@@ -1061,6 +1096,7 @@ make_suite(void)
     tcase_set_timeout(t, 120);
     tcase_add_loop_test(t, echo_every_codec, 0, nmodels);
     tcase_add_loop_test(t, many_clients, 0, nmodels);
+    tcase_add_loop_test(t, large_frames, 0, nmodels);
     tcase_add_loop_test(t, slow_and_idle_peers_are_closed, 0, nmodels);
     tcase_add_loop_test(t, misbehaving_peer_closes_only_itself, 0, nmodels);
     tcase_add_loop_test(t, client_that_never_reads, 0, nmodels);
