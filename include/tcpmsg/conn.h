@@ -64,9 +64,12 @@ enum tcpmsg_flush {
     TCPMSG_FLUSH_BATCH = 1, /* sends accumulate in the send buffer; it is written when full,
                                by tcpmsg_conn_flush, and before any recv has to wait for the
                                peer (so a request is never stuck behind its own reply) */
-    TCPMSG_FLUSH_MANUAL = 2 /* sends only queue (never write, never wait, up to max_output);
-                               the owner writes with tcpmsg_conn_flush: what an event loop
-                               wants, so that a handler's send cannot block the loop */
+    TCPMSG_FLUSH_MANUAL = 2 /* sends never wait: they queue (up to max_output) and the
+                               owner writes with tcpmsg_conn_flush: what an event loop
+                               wants, so that a handler's send cannot block the loop. One
+                               exception saves a copy: a frame over copy_max with nothing
+                               queued before it is written at once, as far as the socket
+                               takes it without waiting; only the rest is queued */
 };
 
 /* Connection options; a zero-initialised struct (or NULL) gives the defaults. */

@@ -773,6 +773,46 @@ START_TEST(sans_io_feed_and_output)
 }
 END_TEST
 
+START_TEST(manual_queues_small_and_writes_large_at_once)
+{
+    /* MANUAL: small frames only queue; a large one with nothing queued before it goes out
+     * at once from the caller's memory (no copy); behind queued bytes, it queues too. */
+    struct tcpmsg_codec codec;
+    tcpmsg_codec_init_length(&codec, NULL);
+    int peer;
+    struct tcpmsg_conn *c =
+        conn_pair(&codec, &(struct tcpmsg_conn_opts){.flush = TCPMSG_FLUSH_MANUAL}, &peer);
+    static uint8_t big[100000];
+    nt_fill_letters(big, sizeof big, 7);
+    ck_assert_int_eq(tcpmsg_conn_send(c, "small", 5, TCPMSG_FOREVER), 0);
+    ck_assert_uint_eq(tcpmsg_conn_output(c, NULL), 9); /* queued, not written */
+    ck_assert_int_eq(tcpmsg_conn_send(c, big, sizeof big, TCPMSG_FOREVER), 0);
+    ck_assert_uint_eq(tcpmsg_conn_output(c, NULL), 9 + 4 + sizeof big); /* behind it: queued */
+    ck_assert_int_eq(tcpmsg_conn_flush(c, LONG_WAIT), 0);
+    struct tcpmsg_conn_stats st;
+    tcpmsg_conn_stats(c, &st);
+    uint64_t writes = st.writes;
+    ck_assert_int_eq(tcpmsg_conn_send(c, big, sizeof big, TCPMSG_NOWAIT), 0);
+    tcpmsg_conn_stats(c, &st);
+    ck_assert_uint_gt(st.writes, writes);                             /* written at once */
+    ck_assert_uint_lt(tcpmsg_conn_output(c, NULL), 4 + sizeof big); /* at most the rest queued */
+    ck_assert_int_eq(tcpmsg_conn_flush(c, LONG_WAIT), 0);
+    /* The peer reads the three frames whole and in order. */
+    struct tcpmsg_conn *pc;
+    ck_assert_int_eq(tcpmsg_conn_open(&pc, peer, &codec, NULL), 0);
+    struct tcpmsg_frame f;
+    ck_assert_int_eq(tcpmsg_conn_recv(pc, &f, LONG_WAIT), 0);
+    ck_assert_uint_eq(f.len, 5);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(tcpmsg_conn_recv(pc, &f, LONG_WAIT), 0);
+        ck_assert_uint_eq(f.len, sizeof big);
+        ck_assert_int_eq(memcmp(f.data, big, sizeof big), 0);
+    }
+    tcpmsg_conn_close(c, LONG_WAIT);
+    tcpmsg_conn_close(pc, LONG_WAIT);
+}
+END_TEST
+
 START_TEST(driven_by_poll)
 {
     /* A non-blocking socket, driven the way an epoll loop drives it. */
@@ -1002,6 +1042,7 @@ make_suite(void)
     tcase_add_test(t, raw_helpers);
     tcase_add_test(t, sans_io_feed_and_output);
     tcase_add_test(t, driven_by_poll);
+    tcase_add_test(t, manual_queues_small_and_writes_large_at_once);
     tcase_add_test(t, open_ownership_and_detach);
     tcase_add_test(t, orderly_shutdown_and_close);
     tcase_add_test(t, receive_buffer_grows_and_shrinks);
