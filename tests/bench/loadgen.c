@@ -104,7 +104,7 @@ struct worker {
     struct lconn *conns;
     int n;
     struct hist h;
-    uint64_t msgs, bytes, errors;
+    uint64_t msgs, bytes, errors, all; /* all: every reply, warmup included */
 };
 
 static void
@@ -241,6 +241,7 @@ on_readable(struct worker *w, struct lconn *c)
             w->bytes += size;
         }
         c->expect_seq++;
+        w->all++;
         off += 4 + len;
         replies++;
     }
@@ -336,7 +337,7 @@ main(int argc, char **argv)
     atomic_store(&measuring, 2);
     double elapsed = (double)(now_ns() - t0) / 1e9;
     struct hist all = {0};
-    uint64_t msgs = 0, bytes = 0, errors = 0;
+    uint64_t msgs = 0, bytes = 0, errors = 0, all_msgs = 0;
     for (int t = 0; t < nthreads; t++) {
         pthread_join(ws[t].thread, NULL);
         for (int b = 0; b < NBUCKETS; b++)
@@ -345,12 +346,14 @@ main(int argc, char **argv)
         msgs += ws[t].msgs;
         bytes += ws[t].bytes;
         errors += ws[t].errors;
+        all_msgs += ws[t].all;
     }
     printf("{\"conns\": %d, \"depth\": %d, \"size\": %zu, \"seconds\": %.3f, \"msgs_per_s\": %.0f, "
            "\"mb_per_s\": %.2f, \"p50_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, "
-           "\"errors\": %llu}\n",
+           "\"errors\": %llu, \"total_msgs\": %llu}\n",
            nconns, depth, size, elapsed, (double)msgs / elapsed, (double)bytes / elapsed / 1e6,
            percentile(&all, 0.50) / 1e3, percentile(&all, 0.99) / 1e3,
-           percentile(&all, 0.999) / 1e3, (unsigned long long)errors);
+           percentile(&all, 0.999) / 1e3, (unsigned long long)errors,
+           (unsigned long long)all_msgs);
     return errors ? 1 : 0;
 }

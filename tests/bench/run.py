@@ -1,0 +1,379 @@
+#!/usr/bin/env python3
+"""Runs every benchmark side by side with its references, in one run, and reports ratios.
+
+    python3 tests/bench/run.py [--build build/bench] [--repeat 5] [--seconds 3]
+                               [--quick] [--write-docs] [--soak 60]
+
+Build first with  cmake --workflow --preset bench  (Release, TCPMSG_BENCH=ON).
+
+- Servers (len32 echo): libtcpmsg's tcpmsg-echo-server in each model, the hand-tuned raw
+  epoll peer, and the idiomatic libevent and libuv peers (when built). All are started at
+  once, each pinned to CPU 0 with one event thread; the load generator runs on CPU 1.
+- Each scenario runs against every server in turn, REPEAT times, interleaved (server A,
+  B, C, A, B, C, ...) so that drift of the machine hits all alike; the table gives the
+  median and the spread (max - min) of messages/s, the median latency percentiles, and the
+  ratio of libtcpmsg's median to each peer's.
+- Codec micro-benchmarks (bench_codec) and the blocking connection against raw sockets
+  (bench_conn: ping-pong latency and 1 MiB bulk, with allocation counts).
+- Memory: RSS per idle connection of the event server at 10,000 connections, and its RSS
+  during a soak of --soak seconds of traffic on all of them.
+- Allocations per message of the event server in steady state: the server runs twice under
+  valgrind with the same connections and a different number of messages; the difference of
+  its "total heap usage" allocations, divided by the difference of messages.
+
+Results: tests/bench/results/latest.json; with --write-docs, the tables in
+docs/performance.md (between its results markers) and the plot
+docs/perf/msgs_vs_conns.png (gnuplot). --quick is a smoke run (one short repetition of a
+few scenarios) that checks the tools work; its numbers mean nothing.
+"""
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SERVER_CPU, CLIENT_CPU = "0", "1"
+
+SCENARIOS = [
+    # name, conns, depth, size, the servers it is meant for (None: all)
+    ("pingpong-64B", 1, 1, 64, None),
+    ("pipelined-64B-d64", 1, 64, 64, None),
+    ("100conns-d8-64B", 100, 8, 64, ["event", "thread", "fork", "raw-epoll", "libevent", "libuv"]),
+    ("1000conns-d1-512B", 1000, 1, 512, ["event", "thread", "raw-epoll", "libevent", "libuv"]),
+    ("bulk-1MiB", 1, 1, 1 << 20, None),
+]
+SWEEP = [1, 10, 100, 1000]  # connections, depth 4, 64 B: the plot
+SWEEP_SERVERS = ["event", "thread", "raw-epoll", "libevent", "libuv"]
+
+
+def raise_fd_limit():
+    """In a child before exec: as many file descriptors as the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+class Server:
+    def __init__(self, name, argv):
+        self.name = name
+        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, *argv],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, preexec_fn=raise_fd_limit)
+        line = self.proc.stdout.readline()
+        if not line.strip().isdigit():
+            raise RuntimeError(f"{name}: no port printed ({line!r})")
+        self.port = int(line)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def servers_to_run(build):
+    ex = os.path.join(build, "examples", "tcpmsg-echo-server")
+    bench = os.path.join(build, "tests", "bench")
+    s = [
+        ("event", [ex, "--mode", "event", "--workers", "1", "--max-conns", "20000", "0"]),
+        ("thread", [ex, "--mode", "thread", "--max-conns", "2000", "0"]),
+        ("fork", [ex, "--mode", "fork", "--max-conns", "200", "0"]),
+        ("pool", [ex, "--mode", "pool", "--workers", "2", "0"]),
+        ("iterative", [ex, "--mode", "iterative", "0"]),
+        ("raw-epoll", [os.path.join(bench, "peer_epoll"), "0"]),
+    ]
+    for peer in ["libevent", "libuv"]:
+        path = os.path.join(bench, "peer_" + peer)
+        if os.access(path, os.X_OK):
+            s.append((peer, [path, "0"]))
+        else:
+            log(f"peer_{peer} not built: its column is missing")
+    return s
+
+
+def meant_for(server, allowed, conns, depth):
+    if allowed is not None and server not in allowed:
+        return False
+    if server == "iterative":
+        return conns == 1
+    if server == "pool":
+        return conns <= 2  # its concurrency is its workers
+    return True
+
+
+def loadgen(build, port, conns, depth, size, seconds, warmup):
+    out = subprocess.run(["taskset", "-c", CLIENT_CPU,
+                          os.path.join(build, "tests", "bench", "loadgen"), "-p", str(port),
+                          "-c", str(conns), "-d", str(depth), "-s", str(size),
+                          "-t", str(seconds), "-w", str(warmup)],
+                         capture_output=True, text=True, timeout=seconds + warmup + 120,
+                         preexec_fn=raise_fd_limit)
+    if out.returncode != 0:
+        raise RuntimeError(f"loadgen failed: {out.stderr.strip()}")
+    return json.loads(out.stdout)
+
+
+def summarize(runs):
+    rates = [r["msgs_per_s"] for r in runs]
+    return {
+        "msgs_per_s": statistics.median(rates),
+        "spread": max(rates) - min(rates),
+        "mb_per_s": statistics.median(r["mb_per_s"] for r in runs),
+        "p50_us": statistics.median(r["p50_us"] for r in runs),
+        "p99_us": statistics.median(r["p99_us"] for r in runs),
+        "p999_us": statistics.median(r["p999_us"] for r in runs),
+        "runs": len(runs),
+    }
+
+
+def run_servers(args, build):
+    started = {}
+    for name, argv in servers_to_run(build):
+        started[name] = Server(name, argv)
+    results = {}
+    scenarios = list(SCENARIOS)
+    scenarios += [(f"sweep-{c}conns-d4-64B", c, 4, 64, SWEEP_SERVERS) for c in SWEEP]
+    if args.quick:
+        scenarios = [scenarios[0], scenarios[2], scenarios[4]]
+    try:
+        for name, conns, depth, size, allowed in scenarios:
+            names = [s for s in started if meant_for(s, allowed, conns, depth)]
+            runs = {s: [] for s in names}
+            for rep in range(args.repeat):
+                for s in names:
+                    runs[s].append(loadgen(build, started[s].port, conns, depth, size,
+                                           args.seconds, args.warmup))
+            results[name] = {s: summarize(r) for s, r in runs.items()}
+            line = "  ".join(f"{s} {v['msgs_per_s']:.0f}" for s, v in results[name].items())
+            log(f"{name}: {line}")
+    finally:
+        for s in started.values():
+            s.stop()
+    return results
+
+
+def run_json_lines(cmd):
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {out.stderr.strip()}")
+    return [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
+
+
+def run_micro(args, build):
+    bench = os.path.join(build, "tests", "bench")
+    sizes = ["64", "1024"] if args.quick else []
+    codec = run_json_lines(["taskset", "-c", CLIENT_CPU, os.path.join(bench, "bench_codec"),
+                            *sizes])
+    peer = Server("raw-epoll", [os.path.join(bench, "peer_epoll"), "0"])
+    try:
+        ping = run_json_lines(["taskset", "-c", CLIENT_CPU, os.path.join(bench, "bench_conn"),
+                               "pingpong", str(peer.port), "64",
+                               "2000" if args.quick else "20000"])
+    finally:
+        peer.stop()
+    bulk = run_json_lines([os.path.join(bench, "bench_conn"), "bulk", "1048576",
+                           "128" if args.quick else "2048"])
+    return {"codec": codec, "pingpong": ping, "bulk": bulk}
+
+
+def run_memory(args, build):
+    n = 500 if args.quick else 10000
+    soak = 0 if args.quick else args.soak
+    srv = Server("event", [os.path.join(build, "examples", "tcpmsg-echo-server"), "--mode",
+                           "event", "--workers", "1", "--max-conns", "20000",
+                           "--idle-timeout", "0", "0"])
+    try:
+        out = run_json_lines([os.path.join(build, "tests", "bench", "idle_conns"),
+                              "-p", str(srv.port), "-P", str(srv.proc.pid), "-n", str(n),
+                              "-s", str(soak)])
+    finally:
+        srv.stop()
+    return out[0]
+
+
+def valgrind_allocs(build, seconds):
+    """Total allocations of the event server under valgrind for one load of `seconds`."""
+    vg = subprocess.Popen(["valgrind", "--trace-children=no",
+                           os.path.join(build, "examples", "tcpmsg-echo-server"), "--workers",
+                           "1", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    port = int(vg.stdout.readline())
+    r = loadgen(build, port, 10, 4, 64, seconds, 0.5)
+    vg.send_signal(signal.SIGTERM)
+    _, err = vg.communicate(timeout=60)
+    m = re.search(r"total heap usage: ([\d,]+) allocs", err)
+    if not m:
+        raise RuntimeError("no valgrind heap summary")
+    return int(m.group(1).replace(",", "")), r["total_msgs"]
+
+
+def run_allocs(args, build):
+    if not shutil.which("valgrind"):
+        return None
+    a1, m1 = valgrind_allocs(build, 1 if not args.quick else 0.3)
+    a2, m2 = valgrind_allocs(build, 4 if not args.quick else 0.6)
+    return {"allocs_short": a1, "msgs_short": m1, "allocs_long": a2, "msgs_long": m2,
+            "allocs_per_msg": (a2 - a1) / max(m2 - m1, 1)}
+
+
+# ---- docs ----------------------------------------------------------------------------------
+
+def fmt_rate(v):
+    return f"{v / 1e6:.2f} M" if v >= 1e6 else f"{v / 1e3:.1f} k"
+
+
+def tables(res):
+    lines = []
+    peers = ["raw-epoll", "libevent", "libuv"]
+    lines.append("| scenario | server | messages/s (median) | spread | MB/s | p50 µs | p99 µs "
+                 "| p999 µs | libtcpmsg event / this |")
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for scen, by_server in res["servers"].items():
+        ev = by_server.get("event")
+        for s, v in by_server.items():
+            ratio = f"{ev['msgs_per_s'] / v['msgs_per_s']:.2f}x" if ev and s != "event" and v["msgs_per_s"] else ""
+            lines.append(f"| {scen} | {s} | {fmt_rate(v['msgs_per_s'])} | {fmt_rate(v['spread'])} "
+                         f"| {v['mb_per_s']:.1f} | {v['p50_us']:.1f} | {v['p99_us']:.1f} "
+                         f"| {v['p999_us']:.1f} | {ratio} |")
+    lines.append("")
+    lines.append("| codec | op | payload | GB/s | frames/s | reference | ref GB/s | ratio |")
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for c in res["micro"]["codec"]:
+        lines.append(f"| {c['codec']} | {c['op']} | {c['size']} | {c['gbps']:.2f} "
+                     f"| {fmt_rate(c['frames_per_s'])} | {c['ref']} | {c['ref_gbps']:.2f} "
+                     f"| {c['ratio']:.2f} |")
+    lines.append("")
+    p = res["micro"]["pingpong"][0]
+    b = res["micro"]["bulk"][0]
+    lines.append("| connection | libtcpmsg | raw sockets | ratio | allocations per message |")
+    lines.append("| --- | --- | --- | --- | --- |")
+    lines.append(f"| ping-pong 64 B, round trip | {p['conn_rtt_us']:.2f} µs (spread "
+                 f"{p['conn_spread_us']:.2f}) | {p['raw_rtt_us']:.2f} µs (spread "
+                 f"{p['raw_spread_us']:.2f}) | {p['ratio']:.3f} | {p['allocs_per_msg']:g} |")
+    lines.append(f"| bulk 1 MiB frames, one way | {b['conn_gbps']:.2f} GB/s (spread "
+                 f"{b['conn_spread_gbps']:.2f}) | {b['plain_gbps']:.2f} GB/s (spread "
+                 f"{b['plain_spread_gbps']:.2f}) | {b['ratio']:.3f} | {b['allocs_per_msg']:g} |")
+    lines.append("")
+    m = res["memory"]
+    soak = m["soak"]
+    growth = (max(soak) - min(soak)) if soak else 0
+    lines.append("| memory (event model) | value |")
+    lines.append("| --- | --- |")
+    lines.append(f"| RSS per idle connection at {m['conns']} connections | "
+                 f"{m['bytes_per_conn']:.0f} bytes |")
+    lines.append(f"| server RSS before / after connecting | {m['rss_before_kib']} / "
+                 f"{m['rss_after_kib']} KiB |")
+    lines.append(f"| soak: RSS samples every 5 s (KiB) | {', '.join(map(str, soak)) or 'not run'} |")
+    lines.append(f"| soak: growth (max - min) | {growth} KiB |")
+    if res.get("allocs"):
+        a = res["allocs"]
+        lines.append(f"| allocations per message in steady state (valgrind, two loads) | "
+                     f"{a['allocs_per_msg']:.5f} ({a['allocs_long'] - a['allocs_short']} allocations "
+                     f"for {a['msgs_long'] - a['msgs_short']:.0f} more messages) |")
+    return "\n".join(lines)
+
+
+def plot(res, path):
+    data = path + ".dat"
+    servers = [s for s in SWEEP_SERVERS if any(s in res["servers"].get(f"sweep-{c}conns-d4-64B", {})
+                                               for c in SWEEP)]
+    with open(data, "w") as f:
+        for c in SWEEP:
+            row = res["servers"].get(f"sweep-{c}conns-d4-64B", {})
+            f.write(f"{c} " + " ".join(f"{row[s]['msgs_per_s']:.0f}" if s in row else "?"
+                                       for s in servers) + "\n")
+    plots = ", ".join(f"'{data}' using 1:{i + 2} with linespoints lw 2 title '{s}'"
+                      for i, s in enumerate(servers))
+    script = f"""set terminal pngcairo size 900,560 font ',11'
+set output '{path}'
+set title 'len32 echo, 64-byte frames, 4 in flight per connection, one server core'
+set xlabel 'connections'
+set ylabel 'messages per second'
+set logscale x
+set xtics (1, 10, 100, 1000)
+set format y '%.1s%c'
+set key bottom left
+set grid
+plot {plots}
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    os.remove(data)
+
+
+def write_docs(res):
+    perf = os.path.join(ROOT, "docs", "performance.md")
+    with open(perf) as f:
+        text = f.read()
+    begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+    i, j = text.index(begin) + len(begin), text.index(end)
+    stamp = f"\nMeasured {res['date']} on {res['machine']}.\n\n"
+    text = text[:i] + stamp + tables(res) + "\n\n" + text[j:]
+    with open(perf, "w") as f:
+        f.write(text)
+    os.makedirs(os.path.join(ROOT, "docs", "perf"), exist_ok=True)
+    if shutil.which("gnuplot"):
+        plot(res, os.path.join(ROOT, "docs", "perf", "msgs_vs_conns.png"))
+    else:
+        log("gnuplot not installed: the plot is not redrawn (apt-get install gnuplot-nox)")
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"model name\s*:\s*(.*)", f.read())
+            cpu = m.group(1) if m else cpu
+    except OSError:
+        pass
+    return f"{os.cpu_count()} x {cpu}, Linux {os.uname().release}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", default=os.path.join(ROOT, "build", "bench"))
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=3)
+    ap.add_argument("--warmup", type=float, default=0.5)
+    ap.add_argument("--soak", type=int, default=60)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--write-docs", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.repeat, args.seconds, args.warmup = 1, 0.3, 0.1
+    res = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "quick": args.quick}
+    log("micro-benchmarks...")
+    res["micro"] = run_micro(args, args.build)
+    log("servers...")
+    res["servers"] = run_servers(args, args.build)
+    log("memory...")
+    res["memory"] = run_memory(args, args.build)
+    log("allocations (valgrind)...")
+    res["allocs"] = run_allocs(args, args.build)
+    out_dir = os.path.join(ROOT, "tests", "bench", "results")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "quick.json" if args.quick else "latest.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    print(tables(res))
+    if args.write_docs and not args.quick:
+        write_docs(res)
+    for scen in res["servers"].values():
+        for v in scen.values():
+            if not v["msgs_per_s"]:
+                log("a server served nothing in a scenario")
+                return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
