@@ -53,6 +53,8 @@ struct tcpmsg_conn {
     void *user;
     void (*wake)(void *arg); /* tcpmsg__conn_hook: output queued on an idle connection */
     void *wake_arg;
+    bool short_reads; /* tcpmsg__conn_short_reads: a short read means the socket is empty */
+    bool drained;     /* ... and one happened since the owner's last tcpmsg__conn_readable */
 };
 
 /* struct iovec has no const variant; the library never writes through these. */
@@ -151,6 +153,7 @@ fill(struct tcpmsg_conn *c, size_t limit, int64_t deadline)
         ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen,
                          deadline == TCPMSG_FOREVER ? 0 : MSG_DONTWAIT);
         if (n > 0) {
+            c->drained = c->short_reads && (size_t)n < c->rcap - c->rlen;
             c->rlen += (size_t)n;
             c->st.bytes_in += (uint64_t)n;
             c->st.reads++;
@@ -212,6 +215,11 @@ tcpmsg_conn_recv(struct tcpmsg_conn *c, struct tcpmsg_frame *out, int64_t deadli
             if (r == -ETIMEDOUT)
                 return r;
         }
+        /* After a short read the socket had nothing more: an event loop that trusts this
+         * (level-triggered, so it is told again when more arrives) saves the recv that
+         * would only say EAGAIN. */
+        if (c->drained && deadline == TCPMSG_NOWAIT)
+            return -ETIMEDOUT;
         ptrdiff_t r = fill(c, c->rlimit, deadline);
         if (r < 0) {
             if (fatal((int)r))
@@ -521,8 +529,8 @@ send_frame(struct tcpmsg_conn *c, const struct frame_parts *f, size_t total, boo
      * once, as far as the socket takes it, from the caller's memory: only the rest is
      * copied (a 1 MiB echo then costs no copy at all when the socket has room). */
     bool manual = c->flush == TCPMSG_FLUSH_MANUAL;
-    bool direct = manual && c->fd >= 0 && total > c->copy_max && f->pad_len == 0 &&
-                  c->slen == c->spos;
+    bool direct =
+        manual && c->fd >= 0 && total > c->copy_max && f->pad_len == 0 && c->slen == c->spos;
     if (total <= c->copy_max || c->fd < 0 || f->pad_len > 0 || (manual && !direct)) {
         /* Small frame: one copy into the send buffer, written now or with later ones. */
         if (c->slen + total > c->scap && c->fd >= 0 && c->slen > c->spos &&
@@ -801,6 +809,19 @@ tcpmsg__conn_hook(struct tcpmsg_conn *c, void (*wake)(void *arg), void *arg)
 {
     c->wake = wake;
     c->wake_arg = arg;
+}
+
+void
+tcpmsg__conn_short_reads(struct tcpmsg_conn *c, bool on)
+{
+    c->short_reads = on;
+    c->drained = false;
+}
+
+void
+tcpmsg__conn_readable(struct tcpmsg_conn *c)
+{
+    c->drained = false;
 }
 
 void *

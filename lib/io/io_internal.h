@@ -3,6 +3,7 @@
 #define TCPMSG_IO_INTERNAL_H
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Closes fd without disturbing errno (cleanup paths report the first error, not close's). */
@@ -26,5 +27,12 @@ int tcpmsg__eai_error(int eai, int saved_errno);
 struct tcpmsg_conn;
 void tcpmsg__conn_hook(struct tcpmsg_conn *c, void (*wake)(void *arg), void *arg);
 void *tcpmsg__conn_hook_arg(const struct tcpmsg_conn *c);
+
+/* For a level-triggered event loop: with short_reads on, a read that returned less than it
+ * asked for marks the socket empty, and recv(..., TCPMSG_NOWAIT) then says -ETIMEDOUT
+ * without the system call that would only return EAGAIN, until tcpmsg__conn_readable()
+ * (the loop heard the socket is readable, or wants to read again anyway). */
+void tcpmsg__conn_short_reads(struct tcpmsg_conn *c, bool on);
+void tcpmsg__conn_readable(struct tcpmsg_conn *c);
 
 #endif

@@ -169,6 +169,7 @@ pump(struct worker *w, struct econn *e)
     const struct tcpmsg_handler *h = &s->h;
     int reason = 0;
     w->current = e;
+    tcpmsg__conn_readable(e->c);
     while (!e->closing) {
         if (tcpmsg_conn_output(e->c, NULL) >= s->cfg.output_high) {
             e->paused = true;
@@ -240,6 +241,7 @@ accept_some(struct worker *w)
         e->w = w;
         e->sv.dropped = dropped;
         tcpmsg__conn_hook(e->c, wake, e);
+        tcpmsg__conn_short_reads(e->c, true); /* level-triggered: safe */
         e->last_rx = tcpmsg_now_ms();
         e->events = EPOLLIN;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = e};
