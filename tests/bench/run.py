@@ -295,7 +295,7 @@ def plot(res, path):
                                        for s in servers) + "\n")
     plots = ", ".join(f"'{data}' using 1:{i + 2} with linespoints lw 2 title '{s}'"
                       for i, s in enumerate(servers))
-    script = f"""set terminal pngcairo size 900,560 font ',11'
+    script = f"""set terminal pngcairo size 1000,560 font ',11'
 set output '{path}'
 set title 'len32 echo, 64-byte frames, 4 in flight per connection, one server core'
 set xlabel 'connections'
@@ -303,7 +303,7 @@ set ylabel 'messages per second'
 set logscale x
 set xtics (1, 10, 100, 1000)
 set format y '%.1s%c'
-set key bottom left
+set key outside right top
 set grid
 plot {plots}
 """
