@@ -1,5 +1,6 @@
 /* Message connections: a socket, a codec, a receive buffer and a send buffer. */
 #include "tcpmsg/conn.h"
+#include "tcpmsg/wire.h"
 
 #include "io_internal.h"
 
@@ -53,8 +54,10 @@ struct tcpmsg_conn {
     void *user;
     void (*wake)(void *arg); /* tcpmsg__conn_hook: output queued on an idle connection */
     void *wake_arg;
-    bool short_reads; /* tcpmsg__conn_short_reads: a short read means the socket is empty */
-    bool drained;     /* ... and one happened since the owner's last tcpmsg__conn_readable */
+    uint8_t plain_width; /* the codec is a plain big-endian length of this many bytes (no
+                            offset, suffix or flags): recv and send take a short path */
+    bool short_reads;    /* tcpmsg__conn_short_reads: a short read means the socket is empty */
+    bool drained;        /* ... and one happened since the owner's last tcpmsg__conn_readable */
 };
 
 /* struct iovec has no const variant; the library never writes through these. */
@@ -78,7 +81,7 @@ reset_scans(struct tcpmsg_conn *c, bool main, bool raw)
 {
     if (main && c->dec.err == 0)
         tcpmsg_decoder_init(&c->dec);
-    if (raw)
+    if (raw && c->raw.kind) /* only once read_until has been used */
         tcpmsg_decoder_init(&c->rawdec);
 }
 
@@ -182,8 +185,46 @@ deliver(struct tcpmsg_conn *c, size_t n)
     c->deliver = n;
 }
 
+static uint64_t
+get_be(const uint8_t *p, unsigned width)
+{
+    return width == 4 ? (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 | (uint64_t)p[2] << 8 | p[3]
+                      : tcpmsg_wire_get_uint(p, width);
+}
+
+static int recv_general(struct tcpmsg_conn *c, struct tcpmsg_frame *out, int64_t deadline)
+    __attribute__((noinline));
+
 int
 tcpmsg_conn_recv(struct tcpmsg_conn *c, struct tcpmsg_frame *out, int64_t deadline)
+{
+    /* Short path: a plain length prefix and a whole frame already buffered (many small
+     * messages per read). Everything else, errors included, takes the general path. */
+    if (c && out && c->plain_width && !c->rerr) {
+        c->rpos += c->deliver;
+        c->deliver = 0;
+        size_t avail = c->rlen - c->rpos, w = c->plain_width;
+        if (avail >= w) {
+            const uint8_t *p = c->rbuf + c->rpos;
+            uint64_t v = get_be(p, c->plain_width);
+            if (v <= c->codec.max && avail - w >= v) {
+                out->raw = p;
+                out->raw_len = w + (size_t)v;
+                out->data = p + w;
+                out->len = (size_t)v;
+                c->deliver = w + (size_t)v;
+                c->dec.need = 0;
+                c->st.msgs_in++;
+                return 0;
+            }
+        }
+    }
+    return recv_general(c, out, deadline);
+}
+
+/* Kept out of line, so that the short path above stays a leaf with a small frame. */
+static int
+recv_general(struct tcpmsg_conn *c, struct tcpmsg_frame *out, int64_t deadline)
 {
     if (out)
         memset(out, 0, sizeof *out);
@@ -482,6 +523,16 @@ static void
 copy_frame(struct tcpmsg_conn *c, const struct frame_parts *f, size_t skip)
 {
     uint8_t *d = c->sbuf + c->slen;
+    if (skip == 0 && f->iovcnt == 1 && f->pad_len == 0 && f->tail_len == 0) {
+        /* A header and one payload: most small messages. */
+        for (size_t i = 0; i < f->head_len; i++)
+            d[i] = f->head[i];
+        d += f->head_len;
+        if (f->iov[0].iov_len)
+            memcpy(d, f->iov[0].iov_base, f->iov[0].iov_len);
+        c->slen = (size_t)(d - c->sbuf) + f->iov[0].iov_len;
+        return;
+    }
 #define PUT(ptr, len)                                                                              \
     do {                                                                                           \
         size_t len_ = (len);                                                                       \
@@ -667,8 +718,37 @@ send_message(struct tcpmsg_conn *c, const void *fields, size_t fields_len, const
     return send_frame(c, &f, enc.head_len + len + enc.pad_len + enc.tail_len, true, deadline);
 }
 
+static int send_general(struct tcpmsg_conn *c, const void *payload, size_t len, int64_t deadline)
+    __attribute__((noinline));
+
 int
 tcpmsg_conn_send(struct tcpmsg_conn *c, const void *payload, size_t len, int64_t deadline)
+{
+    /* Short path: a plain length prefix, a small frame that fits the send buffer, queued
+     * (MANUAL, or BATCH below the buffer's size). */
+    if (c && c->plain_width && !c->werr && !c->wr_shut && len <= c->codec.max &&
+        len + c->plain_width <= c->copy_max && c->flush != TCPMSG_FLUSH_EACH &&
+        c->scap - c->slen >= len + c->plain_width && (payload || !len) &&
+        c->slen - c->spos + len + c->plain_width < c->send_buffer) {
+        uint8_t *d = c->sbuf + c->slen;
+        bool was_idle = c->slen == c->spos;
+        if (c->plain_width == 4)
+            tcpmsg_wire_put_u32(d, (uint32_t)len);
+        else
+            tcpmsg_wire_put_uint(d, len, c->plain_width);
+        if (len)
+            memcpy(d + c->plain_width, payload, len);
+        c->slen += c->plain_width + len;
+        c->st.msgs_out++;
+        if (was_idle && c->wake && c->flush == TCPMSG_FLUSH_MANUAL)
+            c->wake(c->wake_arg);
+        return 0;
+    }
+    return send_general(c, payload, len, deadline);
+}
+
+static int
+send_general(struct tcpmsg_conn *c, const void *payload, size_t len, int64_t deadline)
 {
     struct iovec v = {unconst(payload), len};
     return send_message(c, NULL, 0, &v, 1, deadline);
@@ -765,6 +845,9 @@ tcpmsg_conn_open(struct tcpmsg_conn **out, int fd, const struct tcpmsg_codec *co
     c->max_output = opts->max_output ? opts->max_output : DEFAULT_MAX_OUTPUT;
     c->flush = opts->flush;
     c->rlimit = max_size(codec ? tcpmsg_codec_max_frame(codec) : 0, c->recv_buffer);
+    if (codec && codec->kind == TCPMSG_CODEC_LENGTH && codec->flags == 0 && codec->offset == 0 &&
+        codec->suffix == 0 && codec->width)
+        c->plain_width = codec->width;
     *out = c;
     return 0;
 }
