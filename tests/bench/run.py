@@ -218,6 +218,40 @@ def valgrind_allocs(build, seconds):
     return int(m.group(1).replace(",", "")), r["total_msgs"]
 
 
+def callgrind_cost(build, argv, conns, depth, seconds):
+    """User-space instructions per message of a server under callgrind (deterministic:
+    it counts instructions, not time, so a noisy machine does not move it much)."""
+    out = os.path.join("/tmp", f"tcpmsg-cg-{os.getpid()}.out")
+    vg = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, *argv],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    port = int(vg.stdout.readline())
+    r = loadgen(build, port, conns, depth, 64, seconds, 0.2)
+    vg.send_signal(signal.SIGTERM)
+    vg.wait(60)
+    with open(out) as f:
+        total = int(re.search(r"^summary:\s*(\d+)", f.read(), re.M).group(1))
+    os.remove(out)
+    return total / max(r["total_msgs"], 1)
+
+
+def run_cpu_cost(args, build):
+    if not shutil.which("valgrind"):
+        return None
+    bench = os.path.join(build, "tests", "bench")
+    servers = [("event", [os.path.join(build, "examples", "tcpmsg-echo-server"), "--workers",
+                          "1", "0"]),
+               ("raw-epoll", [os.path.join(bench, "peer_epoll"), "0"])]
+    for peer in ["libevent", "libuv"]:
+        path = os.path.join(bench, "peer_" + peer)
+        if os.access(path, os.X_OK):
+            servers.append((peer, [path, "0"]))
+    res = {}
+    for scen, conns, depth in [("pipelined-64B-d64", 1, 64), ("100conns-d8-64B", 100, 8)]:
+        res[scen] = {name: callgrind_cost(build, argv, conns, depth, 0.5 if args.quick else 2)
+                     for name, argv in servers}
+    return res
+
+
 def run_allocs(args, build):
     if not shutil.which("valgrind"):
         return None
@@ -281,6 +315,13 @@ def tables(res):
         lines.append(f"| allocations per message in steady state (valgrind, two loads) | "
                      f"{a['allocs_per_msg']:.5f} ({a['allocs_long'] - a['allocs_short']} allocations "
                      f"for {a['msgs_long'] - a['msgs_short']:.0f} more messages) |")
+    if res.get("cpu"):
+        lines.append("")
+        names = list(next(iter(res["cpu"].values())).keys())
+        lines.append("| user-space instructions per message (callgrind) | " + " | ".join(names) + " |")
+        lines.append("| --- |" + " --- |" * len(names))
+        for scen, by in res["cpu"].items():
+            lines.append(f"| {scen} | " + " | ".join(f"{by[n]:.0f}" for n in names) + " |")
     return "\n".join(lines)
 
 
@@ -360,6 +401,8 @@ def main():
     res["memory"] = run_memory(args, args.build)
     log("allocations (valgrind)...")
     res["allocs"] = run_allocs(args, args.build)
+    log("instructions per message (callgrind)...")
+    res["cpu"] = run_cpu_cost(args, args.build)
     out_dir = os.path.join(ROOT, "tests", "bench", "results")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "quick.json" if args.quick else "latest.json"), "w") as f:
