@@ -24,6 +24,8 @@ usage(void)
            "  -s, --max-frame BYTES    largest frame; a peer announcing more is closed\n"
            "                           [16777216]\n"
            "  -i, --idle-timeout SEC   close connections silent this long, 0: never [60]\n"
+           "  -F, --frame-timeout SEC  close a peer that takes longer to finish a frame it\n"
+           "                           started (slowloris), 0: never [10]\n"
            "  -c, --max-conns N        connections served at once [1024; fork: 64]\n"
            "  -w, --workers N          pool: workers [2 x CPUs]; event: threads [CPUs]\n"
            "  -h, --help               this help\n"
@@ -48,6 +50,7 @@ main(int argc, char **argv)
                                              {"bind", required_argument, NULL, 'b'},
                                              {"max-frame", required_argument, NULL, 's'},
                                              {"idle-timeout", required_argument, NULL, 'i'},
+        {"frame-timeout", required_argument, NULL, 'F'},
                                              {"max-conns", required_argument, NULL, 'c'},
                                              {"workers", required_argument, NULL, 'w'},
                                              {"help", no_argument, NULL, 'h'},
@@ -57,7 +60,7 @@ main(int argc, char **argv)
     const char *framing = "len32";
     uint64_t max_frame = 0;
     int opt;
-    while ((opt = getopt_long(argc, argv, ":m:f:b:s:i:c:w:hV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":m:f:b:s:i:F:c:w:hV", longopts, NULL)) != -1) {
         switch (opt) {
         case 'm':
             if (tcpmsg_model_parse(optarg, &cfg.model) < 0)
@@ -75,6 +78,11 @@ main(int argc, char **argv)
         case 'i': {
             int ms = tool_seconds_ms("--idle-timeout", optarg);
             cfg.idle_timeout_ms = ms ? ms : -1;
+            break;
+        }
+        case 'F': {
+            int ms = tool_seconds_ms("--frame-timeout", optarg);
+            cfg.frame_timeout_ms = ms ? ms : -1;
             break;
         }
         case 'c':

@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -29,14 +30,17 @@ class Server:
     """A server program started with argv (its PORT argument "0"); .port is the port it
     printed on its first line of stdout."""
 
-    def __init__(self, name, *args):
+    def __init__(self, name, *args, preexec_fn=None):
+        # stderr goes to a file, not a pipe: a server logging thousands of connections
+        # would otherwise block once the pipe is full.
+        self.err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([prog(name), *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=self.err, text=True, preexec_fn=preexec_fn)
         line = self.readline()
         if not line.strip().isdigit():
             self.proc.kill()
-            out, err = self.proc.communicate(timeout=WAIT)
-            raise AssertionError(f"{name} printed {line!r} instead of its port: {err}")
+            self.proc.communicate(timeout=WAIT)
+            raise AssertionError(f"{name} printed {line!r} instead of its port: {self.log()}")
         self.port = int(line)
 
     def readline(self, timeout=WAIT):
@@ -52,12 +56,17 @@ class Server:
         if sig is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            _, err = self.proc.communicate(timeout=WAIT)
+            self.proc.communicate(timeout=WAIT)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-            raise AssertionError(f"the server did not stop on {sig!r}: {err}")
-        return self.proc.returncode, err
+            self.proc.communicate()
+            raise AssertionError(f"the server did not stop on {sig!r}: {self.log()}")
+        return self.proc.returncode, self.log()
+
+    def log(self):
+        """What the server wrote on stderr so far."""
+        self.err.seek(0)
+        return self.err.read().decode(errors="replace")
 
     def __enter__(self):
         return self
@@ -66,6 +75,7 @@ class Server:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
+        self.err.close()
 
 
 def run(name, *args, input=b"", timeout=WAIT):

@@ -1,0 +1,301 @@
+"""Hostile peers against the real tcpmsg-echo-server, under every model.
+
+A table of named cases; each asserts what the server did with the hostile peer AND that it
+still serves the next client. Memory is the server's resident set (summed over its
+process tree for the models with processes), file descriptors are counted in /proc, and
+zombies are looked for among its children. No case sleeps to synchronise: a case waits for
+an event (the connection's end, a reply) under a bound.
+"""
+import os
+import random
+import resource
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+from harness import (WAIT, Server, connect, len32, main, recv_exactly,  # noqa: E402
+                     recv_until_closed, reset)
+
+MODES = os.environ.get("TCPMSG_HOSTILE_MODES", "iterative,fork,thread,pool,event").split(",")
+CONCURRENT = {"fork", "thread", "event"}  # serve many connections at once
+COMMON = ["--max-frame", "100000", "--frame-timeout", "1", "--idle-timeout", "5",
+          "--workers", "3", "--max-conns", "3000"]
+
+
+def proc_children(pid):
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    kids.append((int(d), fields[0]))
+            except OSError:
+                pass
+    return kids
+
+
+def tree_rss_kib(pid):
+    total = 0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+        todo += [k for k, _ in proc_children(p)]
+    return total
+
+
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def wait_closed(s, timeout=WAIT):
+    """Waits for the server to end the connection; returns how ('eof' or 'reset')."""
+    s.settimeout(timeout)
+    return recv_until_closed(s)[1]
+
+
+def still_serves(test, srv):
+    with connect(srv.port) as s:
+        s.sendall(len32(b"next client"))
+        test.assertEqual(recv_exactly(s, 15), len32(b"next client"))
+
+
+def raise_fd_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < min(hard, 10000):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 10000), hard))
+
+
+class Hostile(unittest.TestCase):
+    """Every case of the table, for every model."""
+
+    @classmethod
+    def setUpClass(cls):
+        raise_fd_limit()
+
+    def server(self, mode, *extra):
+        return Server("tcpmsg-echo-server", "--mode", mode, *COMMON, *extra, "0")
+
+    def each_mode(self, fn, modes=None, extra=()):
+        for mode in modes or MODES:
+            with self.subTest(mode=mode), self.server(mode, *extra) as srv:
+                fn(mode, srv)
+                still_serves(self, srv)
+                status, log = srv.stop()
+                self.assertEqual(status, 0, log)
+                for pid, state in proc_children(srv.proc.pid):
+                    self.assertNotEqual(state, "Z", f"zombie {pid}")
+
+    # ---- the table -------------------------------------------------------------------------
+
+    def test_huge_length_and_max_plus_one(self):
+        def case(mode, srv):
+            rss = tree_rss_kib(srv.proc.pid)
+            for header in [b"\xff\xff\xff\xff", struct.pack("!I", 100001)]:
+                with connect(srv.port) as s:
+                    s.sendall(header + b"x" * 100)
+                    self.assertIn(wait_closed(s), ("eof", "reset"))
+            # Nothing was reserved for the 4 GiB it announced.
+            self.assertLess(tree_rss_kib(srv.proc.pid) - rss, 8 * 1024)
+            with connect(srv.port) as s:  # exactly the limit is fine
+                s.sendall(len32(b"y" * 100000))
+                self.assertEqual(recv_exactly(s, 100004), len32(b"y" * 100000))
+        self.each_mode(case)
+
+    def test_random_garbage(self):
+        rng = random.Random(7)
+
+        def case(mode, srv):
+            for _ in range(5):
+                with connect(srv.port) as s:
+                    s.sendall(bytes(rng.getrandbits(8) for _ in range(4096)))
+                    s.shutdown(socket.SHUT_WR)  # a stream that ends inside a frame
+                    self.assertIn(wait_closed(s), ("eof", "reset"))
+        self.each_mode(case)
+
+    def test_zero_length_frames(self):
+        def case(mode, srv):
+            with connect(srv.port) as s:
+                s.sendall(b"\0\0\0\0" * 1000)
+                self.assertEqual(recv_exactly(s, 4000), b"\0\0\0\0" * 1000)
+        self.each_mode(case)
+
+    def test_line_without_newline_past_the_limit(self):
+        def case(mode, srv):
+            with connect(srv.port) as s:
+                s.sendall(b"z" * 1000)  # no "\n" within --max-frame 100
+                self.assertIn(wait_closed(s), ("eof", "reset"))
+            with connect(srv.port) as s:
+                s.sendall(b"short line\n")
+                self.assertEqual(recv_exactly(s, 11), b"short line\n")
+        for mode in MODES:  # line framing: its own server; the next client speaks lines
+            with self.subTest(mode=mode), Server("tcpmsg-echo-server", "-m", mode, "-f", "line",
+                                                 "-s", "100", "0") as srv:
+                case(mode, srv)
+                self.assertEqual(srv.stop()[0], 0)
+
+    def test_slowloris_is_closed_by_the_frame_timeout(self):
+        def case(mode, srv):
+            with connect(srv.port) as s:
+                start = time.monotonic()
+                closed = False
+                # One byte of a header every 0.5 s (never idle): the 1 s frame timeout ends it.
+                for b in b"\x00\x00\x00\x10" + b"s" * 15:
+                    s.sendall(bytes([b]))
+                    r, _, _ = select.select([s], [], [], 0.5)  # paces, and sees the end
+                    if r and recv_until_closed(s)[0] == b"":
+                        closed = True
+                        break
+                self.assertTrue(closed, "a slowloris peer was never closed")
+                self.assertLess(time.monotonic() - start, 8)
+        self.each_mode(case)
+
+    def test_half_close_after_sending_gets_every_reply(self):
+        def case(mode, srv):
+            with connect(srv.port) as s:
+                frames = b"".join(len32(b"%d" % i) for i in range(200))
+                s.sendall(frames)
+                s.shutdown(socket.SHUT_WR)
+                data, how = recv_until_closed(s)
+                self.assertEqual((data, how), (frames, "eof"))
+        self.each_mode(case)
+
+    def test_reset_in_the_middle_of_a_frame(self):
+        def case(mode, srv):
+            for _ in range(3):
+                s = connect(srv.port)
+                s.sendall(struct.pack("!I", 1000) + b"half")
+                reset(s)
+        self.each_mode(case)
+
+    def test_client_that_sends_64_mib_and_never_reads(self):
+        def case(mode, srv):
+            rss = tree_rss_kib(srv.proc.pid)
+            s = connect(srv.port)
+            s.setblocking(False)
+            frame = len32(b"n" * 65532)
+            sent = 0
+            stalled_since = None
+            while sent < 64 * 1024 * 1024:
+                try:
+                    sent += s.send(frame)
+                    stalled_since = None
+                except BlockingIOError:
+                    # The server stopped taking: wait (bounded) for room or the end.
+                    stalled_since = stalled_since or time.monotonic()
+                    if time.monotonic() - stalled_since > 2:
+                        break
+                    select.select([], [s], [], 0.5)
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+            grown = tree_rss_kib(srv.proc.pid) - rss
+            self.assertLess(grown, 16 * 1024, f"the server grew {grown} KiB ({sent} bytes sent)")
+            reset(s)
+        self.each_mode(case)
+
+    def test_client_that_leaves_before_reading_its_replies(self):
+        def case(mode, srv):
+            for _ in range(20):
+                s = connect(srv.port)
+                s.sendall(len32(b"r" * 1000) * 500)
+                s.close()  # unread replies: the server writes into a closed socket
+            self.assertIsNone(srv.proc.poll(), "the server died (SIGPIPE?)")
+        self.each_mode(case)
+
+    def test_two_thousand_concurrent_connections(self):
+        def case(mode, srv):
+            socks = [connect(srv.port) for _ in range(2000)]
+            for i, s in enumerate(socks):
+                s.sendall(len32(b"%d" % i))
+            for i, s in enumerate(socks):
+                want = len32(b"%d" % i)
+                self.assertEqual(recv_exactly(s, len(want)), want)
+            for s in socks:
+                s.close()
+        self.each_mode(case, modes=[m for m in MODES if m in ("thread", "event")])
+
+    def test_connection_flood_past_the_fd_limit(self):
+        for mode in [m for m in MODES if m in CONCURRENT]:
+            with self.subTest(mode=mode):
+                srv = Server("tcpmsg-echo-server", "-m", mode, "--max-conns", "3000", "0",
+                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                                                   (64, 64)))
+                with srv:
+                    flood = [connect(srv.port) for _ in range(200)]
+                    for s in flood:  # every one is served or closed: none hangs queued
+                        try:
+                            s.sendall(len32(b"f"))
+                            s.settimeout(WAIT)
+                            s.recv(5)
+                        except (ConnectionResetError, BrokenPipeError):
+                            pass
+                    for s in flood:
+                        s.close()
+                    still_serves(self, srv)
+                    status, log = srv.stop()
+                    self.assertEqual(status, 0, log)
+                    self.assertIn("open files", log)  # EMFILE was met and logged
+
+    def test_short_connections_leave_no_fd_behind(self):
+        def case(mode, srv):
+            still_serves(self, srv)  # the first connection may allocate for good
+            before = fd_count(srv.proc.pid)
+            for i in range(1000):
+                with connect(srv.port) as s:
+                    s.sendall(len32(b"x"))
+                    recv_exactly(s, 5)
+            with connect(srv.port) as s:  # the last one is surely finished afterwards
+                s.sendall(len32(b"x"))
+                recv_exactly(s, 5)
+            deadline = time.monotonic() + WAIT
+            while fd_count(srv.proc.pid) != before and time.monotonic() < deadline:
+                select.select([], [], [], 0.01)  # polling a count, not timing anything
+            self.assertEqual(fd_count(srv.proc.pid), before)
+        self.each_mode(case)
+
+    def test_sigterm_during_traffic_drains_and_exits_0(self):
+        for mode in MODES:
+            with self.subTest(mode=mode), self.server(mode) as srv:
+                with connect(srv.port) as s:
+                    frames = b"".join(len32(b"%d" % i) for i in range(100))
+                    s.sendall(frames)
+                    got = recv_exactly(s, len(frames))
+                    srv.proc.send_signal(signal.SIGTERM)
+                    self.assertEqual(got, frames)
+                    self.assertEqual(recv_until_closed(s), (b"", "eof"))
+                self.assertEqual(srv.stop(None)[0], 0)
+                self.assertEqual(proc_children(srv.proc.pid), [])
+
+    def test_max_conns_refuses_the_extra_connection(self):
+        for mode in [m for m in MODES if m in CONCURRENT]:
+            with self.subTest(mode=mode), Server("tcpmsg-echo-server", "-m", mode,
+                                                 "--max-conns", "2", "0") as srv:
+                a, b = connect(srv.port), connect(srv.port)
+                for s in (a, b):
+                    s.sendall(len32(b"in"))
+                    recv_exactly(s, 6)
+                with connect(srv.port) as extra:
+                    self.assertIn(wait_closed(extra), ("eof", "reset"))
+                a.close()
+                b.sendall(len32(b"still"))
+                self.assertEqual(recv_exactly(b, 9), len32(b"still"))
+                b.close()
+                status, log = srv.stop()
+                self.assertIn("refused: server at its connection limit", log)
+
+
+if __name__ == "__main__":
+    main()
