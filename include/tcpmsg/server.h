@@ -108,7 +108,8 @@ struct tcpmsg_server_config {
                                     EVENT: event threads [online CPUs] */
     bool pool_threads;           /* POOL: threads instead of processes */
     int max_conns;               /* connections served at once; more are closed at once
-                                    (TCPMSG_EFULL) [1024; FORK: 64] */
+                                    (TCPMSG_EFULL) [1024; FORK: 64]; never more than the
+                                    descriptor limit (RLIMIT_NOFILE at create) less 32 */
     int idle_timeout_ms;         /* close a connection silent this long (TCPMSG_EIDLE)
                                     [60000; < 0: never] */
     int frame_timeout_ms;        /* close a peer that started a frame and did not finish it

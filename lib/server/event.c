@@ -41,6 +41,8 @@ struct worker {
     struct tcpmsg_server *s;
     int ep, lfd, reserve;
     bool own_lfd;
+    bool listen_off; /* out of descriptors and of the reserve: listener not polled until
+                        the next sweep (a level-triggered listener would spin) */
     struct econn *conns;
     int nconns;
     struct econn *current; /* the connection whose callback runs */
@@ -219,6 +221,13 @@ accept_some(struct worker *w)
         if (fd < 0) {
             if (fd != -ETIMEDOUT)
                 tcpmsg__log(s, TCPMSG_EV_ACCEPT, fd, -1);
+            if ((fd == -EMFILE || fd == -ENFILE) && w->reserve < 0) {
+                /* Another thread took the descriptor the reserve gave back: nothing to
+                 * drop the queued connection with. Retry at the next sweep. */
+                struct epoll_event le = {.events = 0, .data.ptr = TAG_LISTEN};
+                if (epoll_ctl(w->ep, EPOLL_CTL_MOD, w->lfd, &le) == 0)
+                    w->listen_off = true;
+            }
             return;
         }
         atomic_fetch_add(&s->n->accepted, 1);
@@ -390,6 +399,13 @@ worker_main(void *arg)
         if (now >= next_sweep) {
             sweep(w, now);
             next_sweep = now + interval;
+            if (w->listen_off && !stopping) {
+                struct epoll_event le = {.events = EPOLLIN, .data.ptr = TAG_LISTEN};
+                if (w->reserve < 0)
+                    w->reserve = tcpmsg_sock_reserve();
+                if (epoll_ctl(w->ep, EPOLL_CTL_MOD, w->lfd, &le) == 0)
+                    w->listen_off = false;
+            }
         }
         run_pending(w);
     }

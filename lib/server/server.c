@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -289,6 +290,19 @@ copy_config(struct tcpmsg_server *s, const struct tcpmsg_server_config *cfg)
     if (c->max_conns == 0)
         c->max_conns = c->model == TCPMSG_MODEL_FORK ? TCPMSG__DEFAULT_FORK_MAX_CONNS
                                                      : TCPMSG__DEFAULT_MAX_CONNS;
+    /* Like Redis's maxclients: never more connections than descriptors, keeping some for
+     * the server itself and the handler, so that a flood is refused (TCPMSG_EFULL) instead
+     * of running the process out of descriptors. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
+        long budget = (long)nofile.rlim_cur - TCPMSG__RESERVED_FDS;
+        if (budget < (long)nofile.rlim_cur / 2)
+            budget = (long)nofile.rlim_cur / 2;
+        if (budget < 1)
+            budget = 1;
+        if (c->max_conns > budget)
+            c->max_conns = (int)budget;
+    }
     if (c->idle_timeout_ms == 0)
         c->idle_timeout_ms = TCPMSG__DEFAULT_IDLE_MS;
     if (c->frame_timeout_ms == 0)

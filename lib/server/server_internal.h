@@ -65,6 +65,7 @@ struct tcpmsg_server {
 /* Defaults applied to the copy of the configuration. */
 #define TCPMSG__DEFAULT_MAX_CONNS 1024
 #define TCPMSG__DEFAULT_FORK_MAX_CONNS 64
+#define TCPMSG__RESERVED_FDS 32 /* descriptors max_conns leaves to the process */
 #define TCPMSG__DEFAULT_IDLE_MS 60000
 #define TCPMSG__DEFAULT_FRAME_MS 10000
 #define TCPMSG__DEFAULT_WRITE_MS 10000

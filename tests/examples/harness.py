@@ -34,12 +34,14 @@ class Server:
         # stderr goes to a file, not a pipe: a server logging thousands of connections
         # would otherwise block once the pipe is full.
         self.err = tempfile.TemporaryFile()
+        # Its own process group, so that a failed test can kill it with its workers (which
+        # hold its stdout open: waiting for that pipe's end would wait for ever).
         self.proc = subprocess.Popen([prog(name), *args], stdout=subprocess.PIPE,
-                                     stderr=self.err, text=True, preexec_fn=preexec_fn)
+                                     stderr=self.err, text=True, preexec_fn=preexec_fn,
+                                     start_new_session=True)
         line = self.readline()
         if not line.strip().isdigit():
-            self.proc.kill()
-            self.proc.communicate(timeout=WAIT)
+            self.kill()
             raise AssertionError(f"{name} printed {line!r} instead of its port: {self.log()}")
         self.port = int(line)
 
@@ -56,12 +58,19 @@ class Server:
         if sig is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            self.proc.communicate(timeout=WAIT)
+            self.proc.wait(timeout=WAIT)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
+            self.kill()
             raise AssertionError(f"the server did not stop on {sig!r}: {self.log()}")
         return self.proc.returncode, self.log()
+
+    def kill(self):
+        """Kills the server and every process of its group."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
 
     def log(self):
         """What the server wrote on stderr so far."""
@@ -73,8 +82,13 @@ class Server:
 
     def __exit__(self, *exc):
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
+            self.kill()
+        else:  # workers left behind by a server that exited are killed too
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.proc.stdout.close()
         self.err.close()
 
 

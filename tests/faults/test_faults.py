@@ -82,7 +82,7 @@ class Client(threading.Thread):
     def __init__(self, port, stream):
         super().__init__(daemon=True)
         self.port, self.stream = port, stream
-        self.received, self.ended = b"", None
+        self.received, self.ended, self.write_error = b"", None, None
 
     def run(self):
         s = socket.create_connection(("127.0.0.1", self.port), timeout=WAIT)
@@ -111,8 +111,8 @@ class Client(threading.Thread):
             for i in range(0, len(self.stream), 1000):
                 s.sendall(self.stream[i:i + 1000])
             s.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # cut by the fault: the reader sees how
+        except OSError as e:
+            self.write_error = type(e).__name__  # a reset is reported to one call only
 
 
 class Faults(unittest.TestCase):
@@ -155,7 +155,8 @@ class Faults(unittest.TestCase):
             what = f"{mode} {framing} seed {seed} conn {i} ({c['kind']})"
             got, rest = decode_all(framing, cl.received)
             self.assertFalse(cl.is_alive(), f"{what}: the client hung")
-            self.assertEqual(rest, b"", f"{what}: a reply cut inside a frame")
+            if c["kind"] != "reset":  # a reset may cut a reply in flight: not acknowledged
+                self.assertEqual(rest, b"", f"{what}: a reply cut inside a frame")
             # Every frame that came back is the one sent at that place.
             self.assertEqual(got, c["frames"][:len(got)], f"{what}: echoed bytes differ")
             ev = proxy.events[i]
@@ -164,7 +165,9 @@ class Faults(unittest.TestCase):
                 self.assertEqual(cl.ended, "eof", what)
             elif c["kind"] == "reset":
                 self.assertTrue(ev.reset, what)
-                self.assertEqual(cl.ended, "reset", what)
+                # The kernel reports the reset once, to the reader or to the writer.
+                self.assertTrue(cl.ended == "reset" or cl.write_error == "ConnectionResetError",
+                                f"{what}: ended {cl.ended}, writer {cl.write_error}")
                 self.assertLess(len(got), FRAMES, what)
             else:
                 self.assertTrue(ev.stalled, what)

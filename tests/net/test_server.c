@@ -915,6 +915,15 @@ START_TEST(event_room_broadcast_and_drop)
 }
 END_TEST
 
+static bool
+have_pidfd(void)
+{
+    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (fd >= 0)
+        close(fd);
+    return fd >= 0;
+}
+
 /* The nth lowest fd number that process pid does not use (0: the one its next open gets). */
 static int
 free_fd(pid_t pid, int nth)
@@ -960,6 +969,13 @@ START_TEST(survives_running_out_of_fds)
 {
     const struct model *m = &models[_i];
     bool in_worker = m->model == TCPMSG_MODEL_POOL && !m->pool_threads;
+    if (m->model == TCPMSG_MODEL_FORK && getenv("TCPMSG_VALGRIND")) {
+        /* valgrind keeps its own descriptor limit for the process (below the kernel's):
+         * lowered by prlimit in a process that forks, about one run in two the child
+         * serving the next client dies inside valgrind. Covered by the plain run. */
+        fprintf(stderr, "survives_running_out_of_fds: fork model not run under valgrind\n");
+        return;
+    }
     /* One worker: the one that served the first client has opened all it will open, so the
      * fd counts below are stable (more workers start, and open their fds, in their time). */
     struct tcpmsg_server_config cfg = {.log = record, .workers = 1};
@@ -970,8 +986,10 @@ START_TEST(survives_running_out_of_fds)
     exchange(c, "before");
     int during = nt_fd_count();
     ck_assert_int_eq(tcpmsg_conn_close(c, LONG_WAIT), 0);
-    /* Gone: the client's fd, and the server side's (FORK: the child's pidfd) in-process. */
-    struct fd_goal goal = {s, during - (in_worker ? 1 : 2)};
+    /* Gone: the client's fd, and the server side's (FORK: the child's pidfd, where the
+     * kernel, or valgrind, has pidfd_open) in-process. */
+    int server_side = in_worker ? 0 : m->model != TCPMSG_MODEL_FORK || have_pidfd() ? 1 : 0;
+    struct fd_goal goal = {s, during - 1 - server_side};
     ck_assert_msg(eventually(settled, &goal), "%d fds, expected %d", nt_fd_count(), goal.fds);
 
     /* The process that accepts gets a descriptor limit its next accept cannot fit under (in
