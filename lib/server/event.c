@@ -231,7 +231,10 @@ accept_some(struct worker *w)
             return;
         }
         atomic_fetch_add(&s->n->accepted, 1);
-        if (atomic_load(&s->n->active) >= (uint64_t)s->cfg.max_conns) {
+        /* The slot is taken before the check, so that workers accepting at the same
+         * time cannot pass max_conns together. */
+        if (atomic_fetch_add(&s->n->active, 1) >= (uint64_t)s->cfg.max_conns) {
+            atomic_fetch_sub(&s->n->active, 1);
             atomic_fetch_add(&s->n->refused, 1);
             tcpmsg__log(s, TCPMSG_EV_REFUSED, TCPMSG_EFULL, fd);
             tcpmsg_sock_close(fd);
@@ -244,6 +247,7 @@ accept_some(struct worker *w)
         if (!e || tcpmsg_conn_open(&e->c, fd, &s->codec, &o) < 0) {
             free(e);
             tcpmsg_sock_close(fd);
+            atomic_fetch_sub(&s->n->active, 1);
             continue;
         }
         e->fd = fd;
@@ -257,6 +261,7 @@ accept_some(struct worker *w)
         if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
             tcpmsg_conn_close(e->c, TCPMSG_NOWAIT);
             free(e);
+            atomic_fetch_sub(&s->n->active, 1);
             continue;
         }
         e->next = w->conns;
@@ -264,7 +269,6 @@ accept_some(struct worker *w)
             w->conns->prev = e;
         w->conns = e;
         w->nconns++;
-        atomic_fetch_add(&s->n->active, 1);
         tcpmsg__log(s, TCPMSG_EV_OPEN, 0, fd);
         int r = 0;
         w->current = e;

@@ -57,6 +57,22 @@ def tree_rss_kib(pid):
     return total
 
 
+def settled_rss_kib(srv, mode):
+    """The server's resident set once it runs: every pool worker started (COMMON asks for
+    3; under ASan each process adds megabytes), then a value that held for 0.3 s."""
+    deadline = time.monotonic() + WAIT
+    if mode == "pool":
+        while len(proc_children(srv.proc.pid)) < 3 and time.monotonic() < deadline:
+            select.select([], [], [], 0.01)  # polling a count, not timing anything
+    rss, since = tree_rss_kib(srv.proc.pid), time.monotonic()
+    while time.monotonic() - since < 0.3 and time.monotonic() < deadline:
+        select.select([], [], [], 0.01)  # sampling a size, not timing anything
+        now = tree_rss_kib(srv.proc.pid)
+        if abs(now - rss) > 64:
+            rss, since = now, time.monotonic()
+    return rss
+
+
 def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -113,7 +129,7 @@ class Hostile(unittest.TestCase):
 
     def test_huge_length_and_max_plus_one(self):
         def case(mode, srv):
-            rss = tree_rss_kib(srv.proc.pid)
+            rss = settled_rss_kib(srv, mode)
             for header in [b"\xff\xff\xff\xff", struct.pack("!I", 100001)]:
                 with connect(srv.port) as s:
                     s.sendall(header + b"x" * 100)
@@ -193,7 +209,7 @@ class Hostile(unittest.TestCase):
 
     def test_client_that_sends_64_mib_and_never_reads(self):
         def case(mode, srv):
-            rss = tree_rss_kib(srv.proc.pid)
+            rss = settled_rss_kib(srv, mode)
             s = connect(srv.port)
             s.setblocking(False)
             frame = len32(b"n" * 65532)
