@@ -52,4 +52,10 @@ ls "$libdir"/libtcpmsg.so.0 >/dev/null 2>&1 || ls "$libdir"/libtcpmsg.a >/dev/nu
 ls "$prefix"/include/tcpmsg/codec.h >/dev/null
 "$prefix"/bin/tcpmsg-cat --version >/dev/null # the installed tool, with its man page
 ls "$prefix"/share/man/man1/tcpmsg-cat.1 >/dev/null
+# The reference manual is installed: man finds a function's page and the overview.
+if command -v man >/dev/null; then
+    MANPATH="$prefix/share/man" man -w tcpmsg_conn_recv >/dev/null
+    MANPATH="$prefix/share/man" man -w 7 tcpmsg >/dev/null
+fi
+ls "$prefix"/share/man/man3/tcpmsg_server_create.3 "$prefix"/share/man/man7/tcpmsg.7 >/dev/null
 echo "consumer: ok"
