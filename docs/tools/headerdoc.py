@@ -31,8 +31,16 @@ class Block:
         m = re.match(r"(tcpmsg_\w+)(\s*/\s*tcpmsg_\w+)*(/\w+)*\s+-\s+", text)
         if m:
             text = text[m.end():]
-        m = re.search(r"(?<!e\.g)(?<!i\.e)[.:;](\s|$)", text)
-        s = text[:m.start()] if m else text
+        depth, end = 0, len(text)
+        for k, ch in enumerate(text):  # the first '.', ':' or ';' outside parentheses
+            depth += (ch == "(") - (ch == ")")
+            if depth == 0 and ch in ".:;" and (k + 1 == len(text) or text[k + 1] == " ") \
+                    and not text[max(0, k - 3):k + 1] in ("e.g.", "i.e."):
+                end = k
+                break
+        s = text[:end]
+        if len(s) > 80 and s.find(" (") > 15:  # a NAME line, not a paragraph
+            s = s[:s.find(" (")].rstrip(" ,")
         return s[:1].lower() + s[1:] if s[:2] != s[:2].upper() else s
 
 
@@ -104,6 +112,7 @@ def parse(path, name=None):
     i, n = 0, len(lines)
     depth = 0  # braces: inside struct/enum/function bodies or extern "C"
     pending = None  # (comment, line) waiting for declarations
+    macros = {}  # function-defining macro: (its parameters, the prototype it pastes)
     first = True
     while i < n:
         line = lines[i]
@@ -132,10 +141,38 @@ def parse(path, name=None):
             pending = None
             i += 1
             continue
+        use = re.match(r"([A-Z_0-9]+)\((.*)\)\s*$", st)
+        if use and use.group(1) in macros:
+            params, proto = macros[use.group(1)]
+            args = [a.strip() for a in use.group(2).split(",")]
+            for p, a in zip(params, args):
+                proto = re.sub(rf"\b{p}\b", a, proto)
+            proto = proto.replace("##", "")
+            f = FUNC.search(proto).group(1)
+            h.functions.append(f)
+            if pending:
+                blk = h.blocks[-1] if h.blocks and h.blocks[-1].line == pending[1] else None
+                if blk is None:
+                    blk = Block(pending[0], "", pending[1])
+                    h.blocks.append(blk)
+                blk.functions.append(f)
+                blk.code = (blk.code + "\n" + proto + ";").strip()
+            i += 1
+            continue
         if st.startswith("#"):
             # A macro: documented by its trailing comment or the comment above; not a page.
+            # A macro that defines functions (name pasted with ##) is remembered, so that
+            # its uses below declare them.
+            m = re.match(r"#define\s+([A-Z_0-9]+)\(([^)]*)\)", st)
+            first_line = i
             while lines[i].rstrip().endswith("\\"):
                 i += 1
+            if m:
+                body = " ".join(ln.rstrip("\\ ") for ln in lines[first_line + 1:i + 1])
+                proto = re.search(r"(static inline [^{]*?\btcpmsg_\w*##\w+\s*\([^)]*\))", body)
+                if proto:
+                    params = [a.strip() for a in m.group(2).split(",")]
+                    macros[m.group(1)] = (params, " ".join(proto.group(1).split()))
             if open_comment(lines[i]):
                 while "*/" not in lines[i + 1]:
                     i += 1
