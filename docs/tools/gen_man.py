@@ -7,7 +7,7 @@ Writes OUT_DIR/man3/NAME.3 for every documented function or family (the other me
 a family get a one-line page that sources the family's), OUT_DIR/man3/tcpmsg_wire.3 for
 the inline wire helpers, and OUT_DIR/man7/tcpmsg.7, the overview. With --check, fails if a
 function the library exports (nm -D) or a header declares has no page, or if groff warns
-about a page.
+about a page (the generated ones and the hand-written docs/man/*.1).
 """
 import os
 import re
@@ -183,7 +183,9 @@ def check(hs, pages, out_dir, library):
     for f in declared:
         if f"man3/{f}.3" not in pages:
             problems.append(f"{f}: declared, but no documentation comment above it")
-    for rel in pages:
+    hand = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "man")
+    written = [os.path.join(hand, f) for f in sorted(os.listdir(hand))]  # tcpmsg-cat(1)
+    for rel in list(pages) + written:
         path = os.path.join(out_dir, rel)
         r = subprocess.run(["groff", "-man", "-ww", "-z", "-rCHECKSTYLE=3", path],
                            capture_output=True, text=True, cwd=out_dir)
