@@ -90,7 +90,8 @@ for kind, name, lang, code, line in examples:
     os.symlink(exe, os.path.join(path_dir, name[len("tut_"):]))
 pc = os.path.join(path_dir, "pkg-config")
 with open(pc, "w") as f:
-    f.write(f"#!/bin/sh\necho -I{include_dir} -L{lib_dir} -Wl,-rpath,{lib_dir} -ltcpmsg\n")
+    extra = os.environ.get("TCPMSG_TUTORIAL_CFLAGS", "")  # the sanitizer builds' runtime
+    f.write(f"#!/bin/sh\necho {extra} -I{include_dir} -L{lib_dir} -Wl,-rpath,{lib_dir} -ltcpmsg\n")
 os.chmod(pc, 0o755)
 env = dict(os.environ, PATH=path_dir + os.pathsep + os.environ["PATH"])
 
