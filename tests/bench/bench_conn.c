@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_clock.h"
+
 /* ---- counting allocator ------------------------------------------------------------------ */
 
 extern void *__libc_malloc(size_t);
@@ -56,14 +58,6 @@ realloc(void *p, size_t n)
 }
 
 /* ---- helpers ------------------------------------------------------------------------------ */
-
-static double
-now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void
 die(const char *what, int code)
