@@ -21,16 +21,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_clock.h"
+
 #define STREAM ((size_t)32 * 1024 * 1024)
 #define RUNS 5
-
-static double
-now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int
 cmp_double(const void *a, const void *b)
@@ -178,8 +172,16 @@ main(int argc, char **argv)
 {
     static const size_t defaults[] = {16, 64, 1024, 65536, 1048576};
     size_t sizes[16], nsizes = 0;
-    for (int i = 1; i < argc && nsizes < 16; i++)
-        sizes[nsizes++] = (size_t)strtoull(argv[i], NULL, 10);
+    for (int i = 1; i < argc && nsizes < 16; i++) {
+        char *end;
+        unsigned long long v = strtoull(argv[i], &end, 10);
+        if (*end || v == 0 || v > STREAM) {
+            fprintf(stderr, "usage: bench_codec [PAYLOAD_BYTES...] (1..%zu; default 16 64 "
+                            "1024 65536 1048576)\n", STREAM);
+            return 2;
+        }
+        sizes[nsizes++] = (size_t)v;
+    }
     if (!nsizes)
         for (; nsizes < sizeof defaults / sizeof defaults[0]; nsizes++)
             sizes[nsizes] = defaults[nsizes];
