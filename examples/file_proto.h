@@ -2,14 +2,26 @@
  *
  * Every frame is  [u8 type][u32 length, big endian][length bytes]  : a length-prefixed codec
  * whose header starts with a one-byte type field (the course's "fixed header giving type
- * and size"). The sender sends, in order:
+ * and size"). A transfer is two exchanges:
+ *
+ *   sender                                   receiver
  *   'H' header  u64 file size, then the file name as a u16-prefixed byte string
  *               (1..255 bytes, no '/', no NUL, not "." or "..")
+ *                                            'A' accepted   (empty: send the data)
+ *                                         or 'X' refused    the reason, as text; it closes
  *   'D' data    the next bytes of the file, FILE_CHUNK at most; as many as needed
  *   'E' end     u32 CRC-32 of the whole file (IEEE 802.3, the value of Python's zlib.crc32)
- * and the receiver answers once, after storing the file or refusing it:
- *   'K' ok      u64 bytes stored
- *   'X' refused the reason, as text
+ *                                            'K' ok         u64 bytes stored
+ *                                         or 'X' refused    the reason, as text
+ *
+ * The sender waits for the verdict on the header before it sends any data: a refused file
+ * costs one round trip and no data, and the refusal is always read (had the data been sent
+ * first, a receiver that refused and closed would reset the connection under the data, and
+ * the sender would see its write fail before it read why). A receiver may still refuse
+ * during the data (a checksum or a write that fails); then it closes with data unread, the
+ * sender's write fails, and the sender reads the refusal waiting in its receive queue
+ * before it reports the write error. An accepted file costs one round trip more than a
+ * protocol that never waits.
  */
 #ifndef TCPMSG_EXAMPLES_FILE_PROTO_H
 #define TCPMSG_EXAMPLES_FILE_PROTO_H
@@ -25,6 +37,7 @@ enum {
     FILE_HEADER = 'H',
     FILE_DATA = 'D',
     FILE_END = 'E',
+    FILE_ACCEPTED = 'A',
     FILE_OK = 'K',
     FILE_REFUSED = 'X',
 };

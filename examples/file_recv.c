@@ -121,7 +121,13 @@ dialog(struct tcpmsg_conn *c, void *user)
     int fd = mkostemp(temp, O_CLOEXEC); /* mode 0600 until complete */
     if (fd < 0)
         return refuse(c, -errno, strerror(errno));
-    r = receive_data(c, fd, size);
+    /* The verdict on the header, before any data is sent (file_proto.h). */
+    uint8_t type = FILE_ACCEPTED;
+    r = tcpmsg_conn_send_fields(c, &type, 1, NULL, 0, tcpmsg_deadline_in(timeout_ms));
+    if (r == 0)
+        r = tcpmsg_conn_flush(c, tcpmsg_deadline_in(timeout_ms));
+    if (r == 0)
+        r = receive_data(c, fd, size);
     if (r == 0 && (fchmod(fd, file_mode) < 0 || fsync(fd) < 0 || rename(temp, final) < 0))
         r = refuse(c, -errno, strerror(errno));
     close(fd);
@@ -129,7 +135,8 @@ dialog(struct tcpmsg_conn *c, void *user)
         unlink(temp);
         return r;
     }
-    uint8_t type = FILE_OK, ok[8];
+    uint8_t ok[8];
+    type = FILE_OK;
     tcpmsg_wire_put_u64(ok, size);
     struct iovec v = {ok, sizeof ok};
     r = tcpmsg_conn_send_fields(c, &type, 1, &v, 1, tcpmsg_deadline_in(timeout_ms));

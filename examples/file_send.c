@@ -29,13 +29,38 @@ usage(void)
     exit(0);
 }
 
+static const char *name; /* the name the receiver stores the file under */
+static int timeout_ms = 30000;
+
+/* Reads the receiver's next answer and exits 1 if it is a refusal (with its reason) or not
+ * of type `want`; what says what the answer is awaited for. */
 static void
-send_or_die(struct tcpmsg_conn *c, uint8_t type, const void *data, size_t len, int timeout_ms)
+expect(struct tcpmsg_conn *c, uint8_t want, struct tcpmsg_frame *f, const char *what)
+{
+    int r = tcpmsg_conn_recv(c, f, tcpmsg_deadline_in(timeout_ms));
+    if (r < 0)
+        tool_die("waiting for the receiver's %s: %s", what, tool_recv_error(r));
+    if (file_type(f) == FILE_REFUSED)
+        tool_die("the receiver refused %s: %.*s", name, (int)f->len, (const char *)f->data);
+    if (file_type(f) != want)
+        tool_die("the receiver answered something unexpected to the %s", what);
+}
+
+/* Sends one frame. When the write fails because the receiver closed, the reason it gave
+ * may be waiting in the receive queue (a refusal during the data): that is reported. */
+static void
+send_or_die(struct tcpmsg_conn *c, uint8_t type, const void *data, size_t len)
 {
     struct iovec v = {(void *)(uintptr_t)data, len};
     int r = tcpmsg_conn_send_fields(c, &type, 1, &v, 1, tcpmsg_deadline_in(timeout_ms));
-    if (r < 0)
-        tool_die("sending: %s", tool_recv_error(r));
+    if (r == 0)
+        return;
+    if (r == -EPIPE || r == -ECONNRESET) {
+        struct tcpmsg_frame f;
+        if (tcpmsg_conn_recv(c, &f, TCPMSG_NOWAIT) == 0 && file_type(&f) == FILE_REFUSED)
+            tool_die("the receiver refused %s: %.*s", name, (int)f.len, (const char *)f.data);
+    }
+    tool_die("sending: %s", tool_recv_error(r));
 }
 
 int
@@ -46,8 +71,6 @@ main(int argc, char **argv)
         {"name", required_argument, NULL, 'n'}, {"timeout", required_argument, NULL, 't'},
         {"quiet", no_argument, NULL, 'q'},      {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},    {NULL, 0, NULL, 0}};
-    const char *name = NULL;
-    int timeout_ms = 30000;
     bool quiet = false;
     int opt;
     while ((opt = getopt_long(argc, argv, ":n:t:qhV", longopts, NULL)) != -1) {
@@ -100,7 +123,9 @@ main(int argc, char **argv)
     tcpmsg_wire_writer_init(&w, head, sizeof head);
     tcpmsg_wire_write_u64(&w, size);
     tcpmsg_wire_write_bytes16(&w, name, strlen(name));
-    send_or_die(c, FILE_HEADER, head, tcpmsg_wire_writer_len(&w), timeout_ms);
+    send_or_die(c, FILE_HEADER, head, tcpmsg_wire_writer_len(&w));
+    struct tcpmsg_frame f;
+    expect(c, FILE_ACCEPTED, &f, "verdict on the header"); /* no data before it */
 
     /* The data, FILE_CHUNK at a time; progress every tenth for files of 1 MiB or more. */
     static uint8_t chunk[FILE_CHUNK];
@@ -116,7 +141,7 @@ main(int argc, char **argv)
         if (n == 0)
             break;
         crc = file_crc32(crc, chunk, (size_t)n);
-        send_or_die(c, FILE_DATA, chunk, (size_t)n, timeout_ms);
+        send_or_die(c, FILE_DATA, chunk, (size_t)n);
         done += (uint64_t)n;
         int tenth = size ? (int)(done * 10 / size) : 10;
         if (!quiet && size >= 1024 * 1024 && tenth > shown && tenth <= 10) {
@@ -131,17 +156,13 @@ main(int argc, char **argv)
                  (unsigned long long)done, (unsigned long long)size);
     uint8_t end[4];
     tcpmsg_wire_put_u32(end, crc);
-    send_or_die(c, FILE_END, end, sizeof end, timeout_ms);
+    send_or_die(c, FILE_END, end, sizeof end);
 
-    /* The receiver's verdict. */
-    struct tcpmsg_frame f;
-    r = tcpmsg_conn_recv(c, &f, tcpmsg_deadline_in(timeout_ms));
-    if (r < 0)
-        tool_die("waiting for the receiver's answer: %s", tool_recv_error(r));
-    if (file_type(&f) == FILE_REFUSED)
-        tool_die("the receiver refused %s: %.*s", name, (int)f.len, (const char *)f.data);
-    if (file_type(&f) != FILE_OK || f.len != 8 || tcpmsg_wire_get_u64(f.data) != size)
-        tool_die("the receiver answered something unexpected");
+    /* The receiver's verdict on the file. */
+    expect(c, FILE_OK, &f, "confirmation");
+    if (f.len != 8 || tcpmsg_wire_get_u64(f.data) != size)
+        tool_die("the receiver confirmed another size than %llu bytes",
+                 (unsigned long long)size);
     tcpmsg_conn_close(c, tcpmsg_deadline_in(timeout_ms));
     if (!quiet)
         tool_warn("sent %s: %llu bytes, crc32 %08x", name, (unsigned long long)size, crc);

@@ -13,7 +13,7 @@ import unittest
 import zlib
 
 from harness import (WAIT, OneShotPeer, Server, connect, len32, main, prog, recv_exactly,
-                     recv_until_closed, run)
+                     recv_until_closed, reset, run)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY_CALC = os.path.join(HERE, "..", "..", "examples", "python", "calc_client.py")
@@ -142,39 +142,146 @@ class FileTransfer(unittest.TestCase):
             with open(os.path.join(self.dir, "renamed.txt"), "rb") as f:
                 self.assertEqual(f.read(), content)
 
-    def raw_send(self, port, name, data, size=None, crc=None):
-        """A hand-made sender: says whatever the test wants; returns the receiver's answer."""
-        def frame(t, payload):
-            return bytes([t]) + struct.pack("!I", len(payload)) + payload
+    @staticmethod
+    def frame(t, payload):
+        return bytes([ord(t)]) + struct.pack("!I", len(payload)) + payload
+
+    @staticmethod
+    def read_frame(s):
+        """(type, payload) of the next frame from s."""
+        head = recv_exactly(s, 5)
+        return chr(head[0]), recv_exactly(s, struct.unpack("!I", head[1:])[0])
+
+    def raw_send(self, port, name, data, size=None, crc=None, wait=True):
+        """A hand-made sender: says whatever the test wants; returns the receiver's answer
+        (the verdict on the header when it is a refusal, else the verdict on the file).
+        wait=False sends everything at once, without waiting for the verdict on the header,
+        as a careless sender would."""
         size = len(data) if size is None else size
         crc = zlib.crc32(data) if crc is None else crc
+        header = self.frame("H", struct.pack("!QH", size, len(name)) + name)
+        rest = self.frame("D", data) + self.frame("E", struct.pack("!I", crc))
         with connect(port) as s:
-            s.sendall(frame(ord("H"), struct.pack("!QH", size, len(name)) + name) +
-                      frame(ord("D"), data) + frame(ord("E"), struct.pack("!I", crc)))
-            head = recv_exactly(s, 5)
-            return chr(head[0]), recv_exactly(s, struct.unpack("!I", head[1:])[0])
+            if not wait:
+                s.sendall(header + rest)
+                kind, why = self.read_frame(s)
+                return self.read_frame(s) if kind == "A" else (kind, why)
+            s.sendall(header)
+            kind, why = self.read_frame(s)
+            if kind != "A":
+                self.assertEqual(recv_until_closed(s), (b"", "eof"))  # then it closes
+                return kind, why
+            self.assertEqual(why, b"")
+            s.sendall(rest)
+            return self.read_frame(s)
 
     def test_refusals_leave_nothing_behind(self):
         with Server("tcpmsg-file-recv", "--max-size", "100", "0", self.dir) as srv:
-            for name in [b"../escape", b"a/b", b"..", b".", b"", b"x\0y", b"/etc/passwd"]:
-                with self.subTest(name=name):
-                    kind, why = self.raw_send(srv.port, name, b"data")
-                    self.assertEqual(kind, "X", why)
-                    self.assertIn(b"name", why)
-            kind, why = self.raw_send(srv.port, b"ok.bin", b"data", crc=1)
-            self.assertEqual((kind, why), ("X", b"checksum mismatch"))
-            kind, why = self.raw_send(srv.port, b"ok.bin", b"data", size=10)
-            self.assertEqual((kind, why), ("X", b"fewer bytes than announced"))
-            kind, why = self.raw_send(srv.port, b"ok.bin", b"data", size=2)
-            self.assertEqual((kind, why), ("X", b"more bytes than announced"))
-            kind, why = self.raw_send(srv.port, b"ok.bin", b"d" * 200)
-            self.assertEqual((kind, why), ("X", b"the file is too large"))
-            self.assertEqual(os.listdir(self.dir), [])
+            for wait in [True, False]:
+                for name in [b"../escape", b"a/b", b"..", b".", b"", b"x\0y", b"/etc/passwd"]:
+                    with self.subTest(name=name, wait=wait):
+                        kind, why = self.raw_send(srv.port, name, b"data", wait=wait)
+                        self.assertEqual(kind, "X", why)
+                        self.assertIn(b"name", why)
+                kind, why = self.raw_send(srv.port, b"ok.bin", b"data", crc=1, wait=wait)
+                self.assertEqual((kind, why), ("X", b"checksum mismatch"))
+                kind, why = self.raw_send(srv.port, b"ok.bin", b"data", size=10, wait=wait)
+                self.assertEqual((kind, why), ("X", b"fewer bytes than announced"))
+                kind, why = self.raw_send(srv.port, b"ok.bin", b"data", size=2, wait=wait)
+                self.assertEqual((kind, why), ("X", b"more bytes than announced"))
+                kind, why = self.raw_send(srv.port, b"ok.bin", b"d" * 200, wait=wait)
+                self.assertEqual((kind, why), ("X", b"the file is too large"))
+                self.assertEqual(os.listdir(self.dir), [])
             self.assertFalse(os.path.exists(os.path.join(self.tmp.name, "escape")))
             kind, _ = self.raw_send(srv.port, b"ok.bin", b"data")  # and it still works
             self.assertEqual(kind, "K")
             self.assertEqual(os.listdir(self.dir), ["ok.bin"])
             self.assertEqual(srv.stop()[0], 0)
+
+    def big_file(self, mib):
+        path = os.path.join(self.tmp.name, "big%d.bin" % mib)
+        with open(path, "wb") as f:
+            f.write(os.urandom(mib * 1024 * 1024))
+        return path
+
+    def test_a_large_file_refused_is_always_reported_as_refused(self):
+        """The receiver refuses on the header and closes; the sender never sent the data
+        behind it, so it always reads the refusal (before the fix, its data met the closed
+        socket and it reported a reset nearly every time)."""
+        src = self.big_file(20)
+        with Server("tcpmsg-file-recv", "--max-size", "1", "0", self.dir) as srv:
+            for i in range(50):
+                r = run("tcpmsg-file-send", "-q", "127.0.0.1", str(srv.port), src)
+                self.assertEqual((i, r.returncode, r.stderr),
+                                 (i, 1, b"tcpmsg-file-send: the receiver refused big20.bin: "
+                                        b"the file is too large\n"))
+            self.assertEqual(os.listdir(self.dir), [])
+            self.assertEqual(srv.stop()[0], 0)
+
+    def test_the_sender_waits_for_the_verdict_and_needs_no_other(self):
+        """Against a hand-made receiver: the sender sends the header alone and waits; a
+        refusal gets no data at all; an accepted file needs no answer but the verdict on
+        the header and the final one (one round trip more than sending blindly)."""
+        src = self.big_file(3)
+        with open(src, "rb") as f:
+            content = f.read()
+        seen = {}
+
+        def refusing(conn):
+            seen["header"] = self.read_frame(conn)
+            conn.sendall(self.frame("X", b"not today"))
+            conn.shutdown(socket.SHUT_WR)
+            seen["after"] = recv_until_closed(conn)  # what the sender sent after the header
+
+        peer = OneShotPeer(refusing)
+        r = run("tcpmsg-file-send", "-q", "127.0.0.1", str(peer.port), src)
+        peer.close()
+        self.assertIsNone(peer.error)
+        self.assertEqual((r.returncode, r.stderr),
+                         (1, b"tcpmsg-file-send: the receiver refused big3.bin: not today\n"))
+        self.assertEqual(seen["header"][0], "H")
+        self.assertEqual(seen["after"], (b"", "eof"))  # no data frame, then its end
+
+        def accepting(conn):
+            frames = [self.read_frame(conn)]
+            conn.sendall(self.frame("A", b""))
+            while frames[-1][0] != "E":  # nothing more is said until the end frame
+                frames.append(self.read_frame(conn))
+            conn.sendall(self.frame("K", struct.pack("!Q", len(content))))
+            seen["frames"] = frames
+            seen["after"] = recv_until_closed(conn)
+
+        peer = OneShotPeer(accepting)
+        r = run("tcpmsg-file-send", "-q", "127.0.0.1", str(peer.port), src)
+        peer.close()
+        self.assertIsNone(peer.error)
+        self.assertEqual((r.returncode, r.stderr), (0, b""))
+        kinds = [k for k, _ in seen["frames"]]
+        self.assertEqual(kinds, ["H"] + ["D"] * 12 + ["E"])
+        self.assertEqual(b"".join(p for k, p in seen["frames"] if k == "D"), content)
+        self.assertEqual(seen["after"], (b"", "eof"))
+
+    def test_a_refusal_during_the_data_is_reported(self):
+        """A receiver that refuses in the middle of the data and closes with data unread
+        resets the connection; the sender's write fails, and it reports the reason that
+        was waiting in its receive queue, not the reset."""
+        src = self.big_file(20)
+
+        def refusing_midway(conn):
+            self.read_frame(conn)
+            conn.sendall(self.frame("A", b""))
+            self.read_frame(conn)  # the first data frame
+            conn.sendall(self.frame("X", b"no space left"))
+            reset(conn)  # as a close with unread data does
+
+        for _ in range(5):
+            peer = OneShotPeer(refusing_midway)
+            r = run("tcpmsg-file-send", "-q", "127.0.0.1", str(peer.port), src)
+            peer.close()
+            self.assertIsNone(peer.error)
+            self.assertEqual((r.returncode, r.stderr),
+                             (1, b"tcpmsg-file-send: the receiver refused big20.bin: "
+                                 b"no space left\n"))
 
     def test_sender_errors(self):
         r = run("tcpmsg-file-send", "127.0.0.1", "1", "/nonexistent/file")
