@@ -270,9 +270,11 @@ TCPMSG_API int tcpmsg_conn_shutdown(struct tcpmsg_conn *c, int64_t deadline);
 /*
  * tcpmsg_conn_close - orderly close: flushes, half-closes, reads and discards until the
  * peer's end of stream, then closes the socket and frees everything, all under the one
- * deadline. Frees c in every case (NULL is accepted). Returns 0 when the peer received
- * everything and ended too; -ETIMEDOUT (the deadline passed first: queued output may be
- * lost), or the connection's error.
+ * deadline. With TCPMSG_NOWAIT it waits for nothing: what the socket takes is written,
+ * FIN is sent, what has already arrived is discarded (up to 64 reads) and the socket is
+ * closed at once. Frees c in every case (NULL is accepted). Returns 0 when the peer
+ * received everything and ended too; -ETIMEDOUT (the deadline passed first: queued output
+ * may be lost), or the connection's error. Blocks until the deadline at most.
  */
 TCPMSG_API int tcpmsg_conn_close(struct tcpmsg_conn *c, int64_t deadline);
 

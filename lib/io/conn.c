@@ -990,10 +990,14 @@ tcpmsg_conn_close(struct tcpmsg_conn *c, int64_t deadline)
     if (c->fd >= 0) {
         r = tcpmsg_conn_shutdown(c, deadline);
         /* Read until the peer's end of stream: closing with unread data would make the
-         * kernel reset the connection and could destroy the last reply in flight. */
+         * kernel reset the connection and could destroy the last reply in flight. With
+         * TCPMSG_NOWAIT, only what has already arrived is read, a bounded amount of it: a
+         * peer that keeps pushing does not hold the close (it gets the reset it asked for). */
         if (r == 0 &&
             (c->rerr == 0 || c->rerr == TCPMSG_EOF || c->rerr == -EPROTO || c->rerr == -EMSGSIZE)) {
-            while (!c->eof) {
+            for (int reads = 0; !c->eof; reads++) {
+                if (deadline == TCPMSG_NOWAIT && reads == 64)
+                    break;
                 c->rpos = c->rlen = c->deliver = 0;
                 ptrdiff_t n = fill(c, c->recv_buffer, deadline);
                 if (n < 0) {

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -19,8 +21,10 @@ wait_listener(struct tcpmsg_server *s)
     struct pollfd p[2] = {{.fd = s->lfd, .events = POLLIN}, {.fd = s->wakefd, .events = POLLIN}};
     while (!tcpmsg__stopping(s)) {
         int n = poll(p, 2, -1);
-        if (n > 0)
-            return !p[1].revents;
+        if (n > 0 && p[1].revents)
+            tcpmsg__notice_stop(s);
+        else if (n > 0)
+            return true;
     }
     return false;
 }
@@ -40,14 +44,6 @@ take(struct tcpmsg_server *s, int *reserve)
 }
 
 static void
-refuse(struct tcpmsg_server *s, int fd)
-{
-    atomic_fetch_add(&s->n->refused, 1);
-    tcpmsg__log(s, TCPMSG_EV_REFUSED, TCPMSG_EFULL, fd);
-    tcpmsg_sock_close(fd);
-}
-
-static void
 noticed_stop(struct tcpmsg_server *s)
 {
     s->drain_deadline = tcpmsg_deadline_in(s->cfg.drain_ms);
@@ -62,12 +58,13 @@ tcpmsg__run_iterative(struct tcpmsg_server *s)
     int reserve = tcpmsg_sock_reserve();
     while (wait_listener(s)) {
         int fd = take(s, &reserve);
-        if (fd >= 0) {
+        if (fd >= 0 && tcpmsg__admit(s, fd)) {
             atomic_store(&s->serving_fd, fd);
             if (tcpmsg__stopping(s) && s->h.dialog)
                 shutdown(fd, SHUT_RD); /* the stop came between accept and here */
             tcpmsg__serve_blocking(s, fd, NULL);
             atomic_store(&s->serving_fd, -1);
+            tcpmsg__release(s);
         }
     }
     noticed_stop(s);
@@ -157,8 +154,12 @@ static void *
 conn_thread(void *arg)
 {
     struct tcpmsg__slot *t = arg;
-    tcpmsg__serve_blocking(t->s, t->fd, t);
+    struct tcpmsg_server *s = t->s;
+    tcpmsg__serve_blocking(s, t->fd, t);
+    /* The slot is marked done before the connection slot is released: whenever admit lets
+     * a connection in, fewer than max_conns slots are busy, so the acceptor finds one. */
     slot_done(t);
+    tcpmsg__release(s);
     return NULL;
 }
 
@@ -171,7 +172,7 @@ tcpmsg__run_thread(struct tcpmsg_server *s)
     int reserve = tcpmsg_sock_reserve();
     while (wait_listener(s)) {
         int fd = take(s, &reserve);
-        if (fd < 0)
+        if (fd < 0 || !tcpmsg__admit(s, fd))
             continue;
         pthread_mutex_lock(&s->mu);
         reap_threads(s);
@@ -190,8 +191,11 @@ tcpmsg__run_thread(struct tcpmsg_server *s)
             }
         }
         pthread_mutex_unlock(&s->mu);
-        if (!free_slot)
-            refuse(s, fd);
+        if (!free_slot) { /* no thread could be created */
+            tcpmsg__log(s, TCPMSG_EV_ACCEPT, -EAGAIN, fd);
+            tcpmsg_sock_close(fd);
+            tcpmsg__release(s);
+        }
     }
     noticed_stop(s);
     tcpmsg_sock_close(reserve);
@@ -214,8 +218,10 @@ pool_worker(struct tcpmsg_server *s, struct tcpmsg__slot *slot)
         return;
     struct epoll_event le = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = 0};
     struct epoll_event we = {.events = EPOLLIN, .data.u32 = 1};
+    struct epoll_event ce = {.events = EPOLLIN, .data.u32 = 1};
     if (epoll_ctl(ep, EPOLL_CTL_ADD, s->lfd, &le) < 0 ||
-        epoll_ctl(ep, EPOLL_CTL_ADD, s->wakefd, &we) < 0) {
+        epoll_ctl(ep, EPOLL_CTL_ADD, s->wakefd, &we) < 0 ||
+        (s->in_child && epoll_ctl(ep, EPOLL_CTL_ADD, tcpmsg__child.wakefd, &ce) < 0)) {
         close(ep);
         return;
     }
@@ -228,14 +234,25 @@ pool_worker(struct tcpmsg_server *s, struct tcpmsg__slot *slot)
             accept_now |= ev[i].data.u32 == 0;
             stop |= ev[i].data.u32 == 1;
         }
-        /* The eventfd, not the flag: in a worker process the flag is the parent's. */
-        if (stop)
+        if (stop) {
+            tcpmsg__notice_stop(s);
             break;
+        }
         if (!accept_now)
             continue;
         int fd = take(s, &reserve);
-        if (fd >= 0)
-            tcpmsg__serve_blocking(s, fd, slot);
+        if (fd < 0 || !tcpmsg__admit(s, fd))
+            continue;
+        /* POOL process: the flag says this worker holds a slot, so that the parent gives it
+         * back if the worker dies. It is set after the slot is taken and cleared before it
+         * is given back: a worker killed in between leaks a slot at worst, never gives one
+         * back twice. */
+        if (s->pool_busy)
+            atomic_store(s->pool_busy, 1);
+        tcpmsg__serve_blocking(s, fd, slot);
+        if (s->pool_busy)
+            atomic_store(s->pool_busy, 0);
+        tcpmsg__release(s);
     }
     tcpmsg_sock_close(reserve);
     close(ep);
@@ -252,23 +269,39 @@ pool_thread(void *arg)
 
 /* ---- processes: FORK executors and POOL workers --------------------------------------------- */
 
-/* In a child process: SIGTERM shuts the reading side of the connection being served, so that
- * a dialog handler blocked in recv sees the end (shutdown() is async-signal-safe). */
+/* In a worker process, SIGTERM stops this worker as the server's stop does (a service
+ * manager signals the whole group, and an operator may signal one worker): the frames that
+ * arrived are handled, their replies written, the connection ended, the worker exits. The
+ * handler writes the worker's own eventfd, which its waits watch beside the server's; for a
+ * dialog handler blocked in recv, it also shuts the reading side of the connection (both
+ * calls are async-signal-safe). */
 static void
 child_on_term(int sig)
 {
     (void)sig;
     int e = errno;
-    int fd = tcpmsg__child_fd;
-    if (fd >= 0)
+    tcpmsg__child.stop = 1;
+    int fd = tcpmsg__child.fd;
+    if (fd >= 0 && tcpmsg__child.dialog)
         shutdown(fd, SHUT_RD);
+    uint64_t one = 1;
+    ssize_t r = write(tcpmsg__child.wakefd, &one, sizeof one);
+    (void)r;
     errno = e;
 }
 
+/* Runs in the child with every signal blocked (fork_blocked): its own stop eventfd and
+ * SIGTERM handler exist before any signal can be delivered. */
 static void
 child_setup(struct tcpmsg_server *s, const sigset_t *restore)
 {
     s->in_child = true;
+    tcpmsg__child.fd = -1;
+    tcpmsg__child.stop = 0;
+    tcpmsg__child.dialog = s->h.dialog != NULL;
+    tcpmsg__child.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (tcpmsg__child.wakefd < 0)
+        _exit(EXIT_FAILURE); /* before any connection is taken: the parent logs and replaces */
     struct sigaction sa = {.sa_handler = child_on_term};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
@@ -310,6 +343,7 @@ pidfd_of(pid_t pid)
 struct child {
     pid_t pid;
     int pidfd; /* readable once the child exited; -1 where pidfd_open is missing */
+    int busy;  /* POOL: the worker's index in the busy table; -1 for FORK executors */
 };
 
 struct children {
@@ -327,52 +361,49 @@ poll_set(struct children *ch)
     return ch->p;
 }
 
+/* Collects exited children (pidfds that poll set `p` saw readable, or any child without a
+ * pidfd that waitpid reports); calls on_exit with each one and its wait status. */
 static void
-reap(struct children *ch, int i, int *status)
-{
-    int st = 0;
-    while (waitpid(ch->c[i].pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    if (status)
-        *status = st;
-    if (ch->c[i].pidfd >= 0)
-        close(ch->c[i].pidfd);
-    ch->c[i] = ch->c[--ch->n];
-}
-
-/* Collects exited children (pidfds that became readable, or any child without a pidfd that
- * waitpid reports); calls on_exit for each. */
-static void
-collect(struct children *ch, struct pollfd *p, void (*on_exit)(void *, int), void *arg)
+collect(struct children *ch, struct pollfd *p, void (*on_exit)(void *, const struct child *, int),
+        void *arg)
 {
     for (int i = 0; i < ch->n;) {
-        bool gone = false;
-        if (ch->c[i].pidfd >= 0) {
-            gone = p && (p[i].revents & POLLIN);
-        } else {
-            int st;
-            gone = waitpid(ch->c[i].pid, &st, WNOHANG) == ch->c[i].pid;
-            if (gone) {
-                ch->c[i] = ch->c[--ch->n];
-                if (on_exit)
-                    on_exit(arg, st);
+        struct child k = ch->c[i];
+        int st = 0;
+        if (k.pidfd >= 0) {
+            if (!p || !(p[i].revents & POLLIN)) {
+                i++;
                 continue;
             }
-        }
-        if (gone) {
-            int st;
-            if (p)
-                p[i] = p[ch->n - 1];
-            reap(ch, i, &st);
-            if (on_exit)
-                on_exit(arg, st);
+            while (waitpid(k.pid, &st, 0) < 0 && errno == EINTR)
+                ;
+            close(k.pidfd);
+        } else if (waitpid(k.pid, &st, WNOHANG) != k.pid) {
+            i++;
             continue;
         }
-        i++;
+        ch->n--;
+        ch->c[i] = ch->c[ch->n];
+        if (p)
+            p[i] = p[ch->n];
+        on_exit(arg, &k, st);
     }
 }
 
-/* Stops the children: SIGTERM, the drain time to finish, then SIGKILL; reaps them all. */
+/* A child ended: FORK gives its connection slot back; POOL gives back the slot of a worker
+ * that died holding one (its table entry says so). */
+static void
+child_gone(void *arg, const struct child *k, int status)
+{
+    struct tcpmsg_server *s = arg;
+    (void)status;
+    if (k->busy < 0)
+        tcpmsg__release(s);
+    else if (atomic_exchange(&s->pool_busy[k->busy], 0))
+        tcpmsg__release(s);
+}
+
+/* Stops the children: the drain time to finish, then SIGKILL; reaps them all. */
 static void
 end_children(struct tcpmsg_server *s, struct children *ch)
 {
@@ -390,7 +421,7 @@ end_children(struct tcpmsg_server *s, struct children *ch)
             killed = true;
         }
         poll(p, (nfds_t)ch->n, killed ? 50 : (left < 50 ? left : 50));
-        collect(ch, p, NULL, NULL);
+        collect(ch, p, child_gone, s);
     }
     free(ch->c);
     free(ch->p);
@@ -415,16 +446,32 @@ grow(struct children *ch)
 }
 
 static int
-add_child(struct children *ch, pid_t pid)
+add_child(struct children *ch, pid_t pid, int busy)
 {
     if (grow(ch) < 0)
         return -ENOMEM;
-    ch->c[ch->n++] = (struct child){pid, pidfd_of(pid)};
+    ch->c[ch->n++] = (struct child){pid, pidfd_of(pid), busy};
     return 0;
+}
+
+/* Polls the children's pidfds and `extra` more entries (set by the caller after poll_set)
+ * until one is ready; a stop eventfd among them marks the server stopping. */
+static int
+wait_children(struct tcpmsg_server *s, struct children *ch, int extra)
+{
+    bool no_pidfd = false;
+    for (int i = 0; i < ch->n; i++)
+        no_pidfd |= ch->c[i].pidfd < 0;
+    int n = poll(ch->p, (nfds_t)(ch->n + extra), no_pidfd ? 100 : -1);
+    if (n > 0 && ch->p[ch->n + extra - 1].revents)
+        tcpmsg__notice_stop(s); /* the last entry is the stop eventfd */
+    return n;
 }
 
 /* ---- FORK ------------------------------------------------------------------------------- */
 
+/* The watcher accounts for the connection slots: taken when it accepts, given back when it
+ * reaps the executor, so that an executor that crashes cannot leak one. */
 int
 tcpmsg__run_fork(struct tcpmsg_server *s)
 {
@@ -436,27 +483,18 @@ tcpmsg__run_fork(struct tcpmsg_server *s)
             tcpmsg__log(s, TCPMSG_EV_ACCEPT, -ENOMEM, -1);
             continue;
         }
-        int np = ch.n + 2;
         struct pollfd *p = poll_set(&ch);
         p[ch.n] = (struct pollfd){.fd = s->lfd, .events = POLLIN};
         p[ch.n + 1] = (struct pollfd){.fd = s->wakefd, .events = POLLIN};
-        bool no_pidfd = false;
-        for (int i = 0; i < ch.n; i++)
-            no_pidfd |= ch.c[i].pidfd < 0;
-        int n = poll(p, (nfds_t)np, no_pidfd ? 100 : -1);
-        if (n < 0)
+        if (wait_children(s, &ch, 2) < 0)
             continue;
         bool readable = p[ch.n].revents != 0;
-        collect(&ch, p, NULL, NULL);
+        collect(&ch, p, child_gone, s);
         if (!readable || tcpmsg__stopping(s))
             continue;
         int fd = take(s, &reserve);
-        if (fd < 0)
+        if (fd < 0 || !tcpmsg__admit(s, fd))
             continue;
-        if (ch.n >= s->cfg.max_conns) {
-            refuse(s, fd);
-            continue;
-        }
         sigset_t old;
         pid_t pid = fork_blocked(&old);
         if (pid == 0) {
@@ -467,13 +505,15 @@ tcpmsg__run_fork(struct tcpmsg_server *s)
             tcpmsg__serve_blocking(s, fd, NULL);
             _exit(0);
         }
+        int e = errno;
         tcpmsg_sock_close(fd); /* the executor has its copy */
-        if (pid < 0 || add_child(&ch, pid) < 0) {
+        if (pid < 0 || add_child(&ch, pid, -1) < 0) {
             if (pid > 0) {
                 kill(pid, SIGKILL);
                 waitpid(pid, NULL, 0);
             }
-            tcpmsg__log(s, TCPMSG_EV_ACCEPT, pid < 0 ? -errno : -ENOMEM, -1);
+            tcpmsg__release(s);
+            tcpmsg__log(s, TCPMSG_EV_ACCEPT, pid < 0 ? -e : -ENOMEM, -1);
         }
     }
     noticed_stop(s);
@@ -485,12 +525,13 @@ tcpmsg__run_fork(struct tcpmsg_server *s)
 /* ---- POOL ------------------------------------------------------------------------------- */
 
 static pid_t
-spawn_worker(struct tcpmsg_server *s)
+spawn_worker(struct tcpmsg_server *s, _Atomic int *busy, int index)
 {
     sigset_t old;
     pid_t pid = fork_blocked(&old);
     if (pid == 0) {
         child_setup(s, &old);
+        s->pool_busy = &busy[index];
         pool_worker(s, NULL);
         _exit(0);
     }
@@ -499,77 +540,103 @@ spawn_worker(struct tcpmsg_server *s)
 
 struct replaced {
     struct tcpmsg_server *s;
-    int died;
+    int *died; /* busy-table indexes of the workers to replace (n of them, at most workers) */
+    int n;
 };
 
 static void
-worker_died(void *arg, int status)
+worker_died(void *arg, const struct child *k, int status)
 {
     struct replaced *r = arg;
-    r->died++;
+    child_gone(r->s, k, status);
+    r->died[r->n++] = k->busy;
     atomic_fetch_add(&r->s->n->workers_replaced, 1);
     tcpmsg__log(r->s, TCPMSG_EV_WORKER, status, -1);
+}
+
+static int
+run_pool_threads(struct tcpmsg_server *s)
+{
+    int r = alloc_slots(s, s->cfg.workers);
+    if (r < 0)
+        return r;
+    int started = 0;
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->nslots; i++) {
+        s->slots[i].used = true;
+        if (pthread_create(&s->slots[i].thread, NULL, pool_thread, &s->slots[i]) != 0)
+            s->slots[i].used = false;
+        else
+            started++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (started == 0)
+        return -EAGAIN;
+    struct pollfd p = {.fd = s->wakefd, .events = POLLIN};
+    while (!tcpmsg__stopping(s))
+        if (poll(&p, 1, -1) > 0)
+            tcpmsg__notice_stop(s);
+    noticed_stop(s);
+    join_all(s);
+    return 0;
 }
 
 int
 tcpmsg__run_pool(struct tcpmsg_server *s)
 {
-    if (s->cfg.pool_threads) {
-        int r = alloc_slots(s, s->cfg.workers);
-        if (r < 0)
-            return r;
-        int started = 0;
-        pthread_mutex_lock(&s->mu);
-        for (int i = 0; i < s->nslots; i++) {
-            s->slots[i].used = true;
-            if (pthread_create(&s->slots[i].thread, NULL, pool_thread, &s->slots[i]) != 0)
-                s->slots[i].used = false;
-            else
-                started++;
-        }
-        pthread_mutex_unlock(&s->mu);
-        if (started == 0)
-            return -EAGAIN;
-        struct pollfd p = {.fd = s->wakefd, .events = POLLIN};
-        while (!tcpmsg__stopping(s))
-            poll(&p, 1, -1);
-        noticed_stop(s);
-        join_all(s);
-        return 0;
-    }
+    if (s->cfg.pool_threads)
+        return run_pool_threads(s);
 
+    /* One flag per worker in shared memory: set while it holds a connection slot. */
+    int nw = s->cfg.workers;
+    size_t table = (size_t)nw * sizeof(_Atomic int);
+    _Atomic int *busy =
+        mmap(NULL, table, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (busy == MAP_FAILED)
+        return -ENOMEM;
+    int *died = malloc((size_t)nw * sizeof *died);
+    if (!died) {
+        munmap(busy, table);
+        return -ENOMEM;
+    }
+    for (int i = 0; i < nw; i++)
+        atomic_init(&busy[i], 0);
+    s->pool_busy = busy; /* the parent's view: child_gone reads the table */
     struct children ch = {0};
-    for (int i = 0; i < s->cfg.workers; i++) {
-        pid_t pid = spawn_worker(s);
-        if (pid < 0 || add_child(&ch, pid) < 0)
+    for (int i = 0; i < nw; i++) {
+        pid_t pid = spawn_worker(s, busy, i);
+        if (pid < 0 || add_child(&ch, pid, i) < 0)
             break;
     }
-    if (ch.n == 0) {
-        free(ch.c);
-        free(ch.p);
-        return -EAGAIN;
-    }
-    while (!tcpmsg__stopping(s)) {
+    int result = 0;
+    if (ch.n == 0)
+        result = -EAGAIN;
+    while (ch.n > 0 && !tcpmsg__stopping(s)) {
         struct pollfd *p = poll_set(&ch);
         p[ch.n] = (struct pollfd){.fd = s->wakefd, .events = POLLIN};
-        bool no_pidfd = false;
-        for (int i = 0; i < ch.n; i++)
-            no_pidfd |= ch.c[i].pidfd < 0;
-        poll(p, (nfds_t)ch.n + 1, no_pidfd ? 100 : -1);
+        wait_children(s, &ch, 1);
         if (tcpmsg__stopping(s))
             break;
-        /* A dead worker is replaced, so the pool keeps its size. */
-        struct replaced rep = {s, 0};
+        /* A dead worker is replaced in its place of the table, so the pool keeps its size. */
+        struct replaced rep = {s, died, 0};
         collect(&ch, p, worker_died, &rep);
-        for (int i = 0; i < rep.died; i++) {
-            pid_t pid = spawn_worker(s);
-            if (pid > 0 && add_child(&ch, pid) < 0) {
+        for (int i = 0; i < rep.n; i++) {
+            pid_t pid = spawn_worker(s, busy, rep.died[i]);
+            if (pid > 0 && add_child(&ch, pid, rep.died[i]) < 0) {
                 kill(pid, SIGKILL);
                 waitpid(pid, NULL, 0);
             }
         }
     }
-    noticed_stop(s);
-    end_children(s, &ch);
-    return 0;
+    if (result == 0) {
+        noticed_stop(s);
+        end_children(s, &ch);
+    } else {
+        free(ch.c);
+        free(ch.p);
+    }
+    s->pool_busy = NULL;
+    munmap(busy, table);
+    free(died);
+    return result;
 }

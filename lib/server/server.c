@@ -25,12 +25,39 @@ on_signal(int sig)
         tcpmsg_server_stop(s);
 }
 
-volatile sig_atomic_t tcpmsg__child_fd = -1;
+struct tcpmsg__child_state tcpmsg__child = {-1, -1, 0, 0};
 
 bool
 tcpmsg__stopping(struct tcpmsg_server *s)
 {
-    return atomic_load_explicit(&s->stopping, memory_order_acquire);
+    return atomic_load_explicit(&s->stopping, memory_order_acquire) ||
+           (s->in_child && tcpmsg__child.stop);
+}
+
+void
+tcpmsg__notice_stop(struct tcpmsg_server *s)
+{
+    atomic_store_explicit(&s->stopping, 1, memory_order_release);
+}
+
+bool
+tcpmsg__admit(struct tcpmsg_server *s, int fd)
+{
+    /* The slot is taken before the check, so that workers accepting at the same time (in
+     * threads or processes: the counter is shared) cannot pass max_conns together. */
+    if (atomic_fetch_add(&s->n->active, 1) < (uint64_t)s->cfg.max_conns)
+        return true;
+    atomic_fetch_sub(&s->n->active, 1);
+    atomic_fetch_add(&s->n->refused, 1);
+    tcpmsg__log(s, TCPMSG_EV_REFUSED, TCPMSG_EFULL, fd);
+    tcpmsg_sock_close(fd);
+    return false;
+}
+
+void
+tcpmsg__release(struct tcpmsg_server *s)
+{
+    atomic_fetch_sub(&s->n->active, 1);
 }
 
 void
@@ -122,7 +149,7 @@ message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c, const struct tcpmsg
     const struct tcpmsg_handler *h = &s->h;
     int64_t last_rx = tcpmsg_now_ms(), partial_since = 0;
     uint64_t seen = 0;
-    bool stopping = false;
+    bool stopping = tcpmsg__stopping(s); /* then one pass over what already arrived */
     for (;;) {
         /* Backpressure: replies the peer does not read are written before another request
          * is read, so what a connection holds stays below output_high plus one reply. */
@@ -144,8 +171,13 @@ message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c, const struct tcpmsg
         if (r != -ETIMEDOUT)
             return r; /* the peer's end, or its error */
 
-        /* Every whole frame received is handled: write the replies, then wait. */
-        r = tcpmsg_conn_flush(c, tcpmsg_deadline_in(s->cfg.write_timeout_ms));
+        /* Every whole frame received is handled: write the replies, then wait. When the
+         * server stops, the replies have until the drain deadline, and the connection ends
+         * without waiting for more from the peer (a half frame does not hold the stop). */
+        int64_t wdl = tcpmsg_deadline_in(s->cfg.write_timeout_ms);
+        if (stopping)
+            wdl = tcpmsg_deadline_min(wdl, tcpmsg__drain_deadline(s));
+        r = tcpmsg_conn_flush(c, wdl);
         if (r < 0)
             return r;
         if (stopping)
@@ -163,11 +195,21 @@ message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c, const struct tcpmsg
             partial_since = now;
         int64_t idle_at = after(last_rx, s->cfg.idle_timeout_ms);
         int64_t slow_at = partial ? after(partial_since, s->cfg.frame_timeout_ms) : TCPMSG_FOREVER;
-        struct pollfd p[2] = {{.fd = tcpmsg_conn_fd(c), .events = POLLIN},
-                              {.fd = s->wakefd, .events = POLLIN}};
-        int n = poll(p, 2, tcpmsg_deadline_left(tcpmsg_deadline_min(idle_at, slow_at)));
+        /* The server's stop eventfd, and in a worker process its own (its SIGTERM); poll
+         * ignores the -1 of the server's own process. */
+        struct pollfd p[3] = {{.fd = tcpmsg_conn_fd(c), .events = POLLIN},
+                              {.fd = s->wakefd, .events = POLLIN},
+                              {.fd = s->in_child ? tcpmsg__child.wakefd : -1, .events = POLLIN}};
+        int n = poll(p, 3, tcpmsg_deadline_left(tcpmsg_deadline_min(idle_at, slow_at)));
         if (n < 0 && errno != EINTR)
             return -errno;
+        /* Stopping: one more pass takes the frames that already arrived, then the end. */
+        if (p[1].revents)
+            tcpmsg__notice_stop(s);
+        if (p[1].revents || p[2].revents || tcpmsg__stopping(s)) {
+            stopping = true;
+            continue;
+        }
         if (n == 0) {
             now = tcpmsg_now_ms();
             if (slow_at >= 0 && now >= slow_at)
@@ -175,9 +217,6 @@ message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c, const struct tcpmsg
             if (idle_at >= 0 && now >= idle_at)
                 return TCPMSG_EIDLE;
         }
-        /* Stopping: one more pass takes the frames that already arrived, then the end. */
-        if (p[1].revents)
-            stopping = true;
     }
 }
 
@@ -200,8 +239,7 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
         pthread_mutex_unlock(&s->mu);
     }
     if (s->in_child)
-        tcpmsg__child_fd = fd;
-    atomic_fetch_add(&s->n->active, 1);
+        tcpmsg__child.fd = fd;
     tcpmsg__log(s, TCPMSG_EV_OPEN, 0, fd);
     int reason = 0;
     if (s->h.on_open && (reason = s->h.on_open(c, s->h.user)) < 0) {
@@ -217,24 +255,30 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
         tcpmsg__account(s, c, reason);
     }
     if (s->in_child)
-        tcpmsg__child_fd = -1;
+        tcpmsg__child.fd = -1;
     if (slot) {
         pthread_mutex_lock(&s->mu);
         slot->fd = -1;
         pthread_mutex_unlock(&s->mu);
     }
-    /* A peer that ended or a server that stops gets its replies and an orderly end; a peer
-     * that misbehaved or stalled is not waited for: what the socket takes now is written,
-     * what has arrived is read, and it is closed (waiting would let it push data at full
-     * speed into the close's drain). */
-    int64_t dl = reason == TCPMSG_EOF   ? tcpmsg_deadline_in(s->cfg.write_timeout_ms)
-                 : reason == -ESHUTDOWN ? tcpmsg__drain_deadline(s)
-                                        : TCPMSG_NOWAIT;
-    if (sv.drop)
+    /* A peer that ended gets its replies and an orderly end. When the server stops, the
+     * replies have until the drain deadline, then FIN, and the close does not wait for the
+     * peer's end: what has arrived is read (so that the close sends no reset) and the
+     * socket is closed, as under EVENT; replies that could not be written in time are
+     * reset. A peer that misbehaved or stalled is not waited for either: what the socket
+     * takes now is written, what has arrived is read, and it is closed (waiting would let
+     * it push data at full speed into the close's drain). */
+    if (sv.drop) {
         tcpmsg_conn_reset(c);
-    else
-        tcpmsg_conn_close(c, dl);
-    atomic_fetch_sub(&s->n->active, 1);
+    } else if (reason == -ESHUTDOWN || tcpmsg__stopping(s)) {
+        if (tcpmsg_conn_shutdown(c, tcpmsg__drain_deadline(s)) == 0)
+            tcpmsg_conn_close(c, TCPMSG_NOWAIT);
+        else
+            tcpmsg_conn_reset(c);
+    } else {
+        tcpmsg_conn_close(c, reason == TCPMSG_EOF ? tcpmsg_deadline_in(s->cfg.write_timeout_ms)
+                                                  : TCPMSG_NOWAIT);
+    }
 }
 
 void
@@ -287,9 +331,12 @@ copy_config(struct tcpmsg_server *s, const struct tcpmsg_server_config *cfg)
         return -EINVAL;
     if (c->workers == 0)
         c->workers = c->model == TCPMSG_MODEL_POOL ? 2 * online_cpus() : online_cpus();
+    s->max_conns_set = c->max_conns > 0;
     if (c->max_conns == 0)
-        c->max_conns = c->model == TCPMSG_MODEL_FORK ? TCPMSG__DEFAULT_FORK_MAX_CONNS
-                                                     : TCPMSG__DEFAULT_MAX_CONNS;
+        c->max_conns = c->model == TCPMSG_MODEL_FORK      ? TCPMSG__DEFAULT_FORK_MAX_CONNS
+                       : c->model == TCPMSG_MODEL_POOL      ? c->workers
+                       : c->model == TCPMSG_MODEL_ITERATIVE ? 1
+                                                            : TCPMSG__DEFAULT_MAX_CONNS;
     /* Like Redis's maxclients: never more connections than descriptors, keeping some for
      * the server itself and the handler, so that a flood is refused (TCPMSG_EFULL) instead
      * of running the process out of descriptors. */

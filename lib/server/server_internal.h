@@ -47,6 +47,10 @@ struct tcpmsg_server {
     struct tcpmsg__counters *n;
     _Atomic int64_t drain_deadline; /* set when the stop is noticed, read by every thread */
     bool in_child; /* this copy runs in a forked worker process (FORK, POOL processes) */
+    bool max_conns_set; /* max_conns came from the user (POOL's default bound is workers) */
+    _Atomic int *pool_busy; /* POOL process: this worker's flag in the parent's table, set
+                               while it holds a connection slot (released by the parent if
+                               the worker dies holding it) */
 
     bool signals;
     struct sigaction old_int, old_term;
@@ -73,16 +77,33 @@ struct tcpmsg_server {
 #define TCPMSG__DEFAULT_HIGH ((size_t)1024 * 1024)
 #define TCPMSG__DEFAULT_LOW ((size_t)256 * 1024)
 
+/* True once the server stops: tcpmsg_server_stop was called in this process, a wait saw the
+ * stop eventfd readable (a stop from another process of the server), or, in a worker
+ * process, its own SIGTERM came. */
 bool tcpmsg__stopping(struct tcpmsg_server *s);
-/* In a worker process (FORK, POOL): the connection it serves, -1 when none. Read by its
- * SIGTERM handler; meaningless (and unused) in threads. */
-extern volatile sig_atomic_t tcpmsg__child_fd;
+/* A wait saw the stop eventfd (or the worker's own) readable: the server stops. */
+void tcpmsg__notice_stop(struct tcpmsg_server *s);
+
+/* In a forked worker process (FORK, POOL): what its SIGTERM handler needs, set up by the
+ * child before it unblocks signals. -1 / 0 in the server's own process. */
+struct tcpmsg__child_state {
+    volatile sig_atomic_t fd;     /* the connection being served, -1 when none */
+    volatile sig_atomic_t wakefd; /* this process's own stop eventfd, written by SIGTERM */
+    volatile sig_atomic_t stop;   /* SIGTERM came: this worker finishes and exits */
+    volatile sig_atomic_t dialog; /* the handler is a dialog: SIGTERM also shuts fd's
+                                     reading side, so that a blocked recv returns */
+};
+extern struct tcpmsg__child_state tcpmsg__child;
 /* Reports an event to the log callback, with fd's 4-tuple (fd < 0: none). */
 void tcpmsg__log(const struct tcpmsg_server *s, enum tcpmsg_server_event ev, int code, int fd);
 /* Adds a finished connection's counters and outcome. */
 void tcpmsg__account(struct tcpmsg_server *s, const struct tcpmsg_conn *c, int reason);
-/* Serves one accepted connection with the blocking loop; takes fd. `slot` (may be NULL)
- * records the fd while it is served. */
+/* Takes one of the max_conns connection slots for fd (true), or refuses fd: closed at once,
+ * counted as refused, logged with TCPMSG_EFULL (false). tcpmsg__release gives a slot back. */
+bool tcpmsg__admit(struct tcpmsg_server *s, int fd);
+void tcpmsg__release(struct tcpmsg_server *s);
+/* Serves one admitted connection with the blocking loop; takes fd (not the slot: the
+ * caller releases it). `slot` (may be NULL) records the fd while it is served. */
 void tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slot);
 /* Shuts down the reading side of every connection in a slot (threads' dialog handlers). */
 void tcpmsg__shutdown_slots(struct tcpmsg_server *s, int how);

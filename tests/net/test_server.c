@@ -16,6 +16,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -56,7 +58,8 @@ struct shared {
     atomic_int accept_errors;             /* TCPMSG_EV_ACCEPT with -EMFILE / -ENFILE */
     char open_tuple[TCPMSG_TUPLE_STRLEN]; /* the 4-tuple of the last TCPMSG_EV_OPEN */
     atomic_int close_code;                /* the code of the last TCPMSG_EV_CLOSE */
-    struct tcpmsg_server *server;         /* for "stop" (in-process models) */
+    struct tcpmsg_server *server;         /* for "stop" (in a worker process: its copy) */
+    int hold[2];                          /* "hold" blocks its handler until a byte comes */
 };
 static struct shared *sh;
 
@@ -95,6 +98,10 @@ on_message(struct tcpmsg_conn *c, const struct tcpmsg_frame *m, void *user)
         return -EBADMSG;
     if (m->len == 4 && memcmp(m->data, "stop", 4) == 0)
         tcpmsg_server_stop(sh->server);
+    if (m->len == 4 && memcmp(m->data, "hold", 4) == 0) {
+        char b;
+        ck_assert_int_eq(read(sh->hold[0], &b, 1), 1); /* busy until the test says */
+    }
     if (m->len == 4 && memcmp(m->data, "drop", 4) == 0) {
         /* Queued, then discarded: a dropped connection's output never leaves. */
         tcpmsg_conn_send(c, "never", 5, TCPMSG_FOREVER);
@@ -520,26 +527,11 @@ START_TEST(client_that_never_reads)
 }
 END_TEST
 
-START_TEST(max_connections)
+/* A slot is free again once the server noticed a client left: retried until a new client is
+ * served (the server learns of the close at its own pace). */
+static void
+served_again(struct tcpmsg_server *s)
 {
-    const struct model *m = &models[_i];
-    if (!m->concurrent)
-        return; /* one (ITERATIVE) or `workers` (POOL) at a time: the rest wait, by design */
-    struct tcpmsg_server_config cfg = {.max_conns = 3};
-    struct tcpmsg_server *s = start(m, &cfg, &echo);
-    struct tcpmsg_conn *c[3];
-    for (int i = 0; i < 3; i++) {
-        c[i] = client(s, NULL);
-        exchange(c[i], "in");
-    }
-    struct tcpmsg_conn *extra = client(s, NULL);
-    assert_closed(extra);
-    tcpmsg_conn_close(extra, TCPMSG_NOWAIT);
-    struct tcpmsg_server_stats st;
-    tcpmsg_server_stats(s, &st);
-    ck_assert_uint_eq(st.refused, 1);
-    tcpmsg_conn_close(c[0], LONG_WAIT);
-    /* A slot is free again once the server noticed. */
     struct tcpmsg_conn *again = NULL;
     for (int tries = 0; tries < 1000 && !again; tries++) {
         struct tcpmsg_frame f;
@@ -552,8 +544,87 @@ START_TEST(max_connections)
     }
     ck_assert_ptr_nonnull(again);
     tcpmsg_conn_close(again, LONG_WAIT);
-    for (int i = 1; i < 3; i++)
+}
+
+START_TEST(max_connections)
+{
+    /* Every model honours an explicit max_conns the same way: the connection past it is
+     * closed at once and counted as refused. ITERATIVE serves one at a time whatever the
+     * bound: the next client waits in the listen queue, neither accepted nor refused. */
+    const struct model *m = &models[_i];
+    bool one = m->model == TCPMSG_MODEL_ITERATIVE;
+    struct tcpmsg_server_config cfg = {.max_conns = m->model == TCPMSG_MODEL_POOL ? 2 : 3};
+    int limit = one ? 1 : cfg.max_conns;
+    struct tcpmsg_server *s = start(m, &cfg, &echo);
+    struct tcpmsg_conn *c[3];
+    for (int i = 0; i < limit; i++) {
+        c[i] = client(s, NULL);
+        exchange(c[i], "in");
+    }
+    struct tcpmsg_conn *extra = client(s, NULL);
+    struct tcpmsg_server_stats st;
+    if (one) {
+        ck_assert_int_eq(tcpmsg_conn_send(extra, "later", 5, LONG_WAIT), 0);
+        exchange(c[0], "busy"); /* the server is in c[0]'s loop: extra was never accepted */
+        tcpmsg_server_stats(s, &st);
+        ck_assert_uint_eq(st.accepted, 1);
+        tcpmsg_conn_close(c[0], LONG_WAIT);
+        struct tcpmsg_frame f;
+        ck_assert_int_eq(tcpmsg_conn_recv(extra, &f, LONG_WAIT), 0); /* served now */
+        ck_assert_uint_eq(f.len, 5);
+        tcpmsg_conn_close(extra, LONG_WAIT);
+        tcpmsg_server_stats(s, &st);
+        ck_assert_uint_eq(st.refused, 0);
+        finish(s);
+        return;
+    }
+    assert_closed(extra); /* POOL: an idle worker took it, and refused it */
+    tcpmsg_conn_close(extra, TCPMSG_NOWAIT);
+    tcpmsg_server_stats(s, &st);
+    ck_assert_uint_eq(st.refused, 1);
+    tcpmsg_conn_close(c[0], LONG_WAIT);
+    served_again(s);
+    for (int i = 1; i < limit; i++)
         exchange(c[i], "still");
+    for (int i = 1; i < limit; i++)
+        tcpmsg_conn_close(c[i], LONG_WAIT);
+    tcpmsg_server_stats(s, &st);
+    ck_assert_uint_eq(st.refused, 1);
+    finish(s);
+}
+END_TEST
+
+START_TEST(pool_default_bound_is_its_workers)
+{
+    /* Without max_conns, POOL serves `workers` clients at once and the next one waits for
+     * a free worker: it is not refused. */
+    const struct model *m = &models[_i];
+    if (m->model != TCPMSG_MODEL_POOL) {
+        fprintf(stderr, "pool_default_bound_is_its_workers: not applicable to %s "
+                        "(max_connections covers it)\n", m->name);
+        return;
+    }
+    struct tcpmsg_server_config cfg = {0};
+    struct tcpmsg_server *s = start(m, &cfg, &echo);
+    struct tcpmsg_conn *c[3];
+    for (int i = 0; i < 3; i++) {
+        c[i] = client(s, NULL);
+        exchange(c[i], "in");
+    }
+    struct tcpmsg_conn *fourth = client(s, NULL);
+    ck_assert_int_eq(tcpmsg_conn_send(fourth, "wait", 4, LONG_WAIT), 0);
+    for (int i = 0; i < 3; i++)
+        exchange(c[i], "busy"); /* every worker is inside a connection: none accepts */
+    struct tcpmsg_server_stats st;
+    tcpmsg_server_stats(s, &st);
+    ck_assert_uint_eq(st.accepted, 3);
+    tcpmsg_conn_close(c[0], LONG_WAIT);
+    struct tcpmsg_frame f;
+    ck_assert_int_eq(tcpmsg_conn_recv(fourth, &f, LONG_WAIT), 0); /* a worker is free */
+    ck_assert_uint_eq(f.len, 4);
+    tcpmsg_server_stats(s, &st);
+    ck_assert_uint_eq(st.refused, 0);
+    tcpmsg_conn_close(fourth, LONG_WAIT);
     for (int i = 1; i < 3; i++)
         tcpmsg_conn_close(c[i], LONG_WAIT);
     finish(s);
@@ -707,10 +778,18 @@ replaced(void *arg)
 
 START_TEST(pool_replaces_a_dead_worker)
 {
+    /* A worker process killed while it serves: its client sees the end and the connection
+     * slot it held comes back. FORK (max_conns 1): the next client is served. POOL
+     * (max_conns = workers): the worker is replaced and `workers` clients are served at
+     * once again, which a lost slot would prevent. */
     const struct model *m = &models[_i];
-    if (m->model != TCPMSG_MODEL_POOL || m->pool_threads)
-        return; /* only processes can die alone */
-    struct tcpmsg_server_config cfg = {0};
+    if (!m->processes) {
+        fprintf(stderr, "pool_replaces_a_dead_worker: not applicable to %s (no worker "
+                        "process to kill)\n", m->name);
+        return;
+    }
+    bool pool = m->model == TCPMSG_MODEL_POOL;
+    struct tcpmsg_server_config cfg = {.max_conns = pool ? m->workers : 1};
     struct tcpmsg_server *s = start(m, &cfg, &echo);
     struct tcpmsg_conn *c = client(s, NULL);
     exchange(c, "who");
@@ -720,24 +799,31 @@ START_TEST(pool_replaces_a_dead_worker)
     ck_assert_int_eq(kill(victim, SIGKILL), 0);
     assert_closed(c);
     tcpmsg_conn_close(c, TCPMSG_NOWAIT);
-    ck_assert(eventually(replaced, s));
-    /* The pool is whole again: `workers` clients are served at the same time. */
-    struct tcpmsg_conn *cs[3];
-    for (int i = 0; i < 3; i++) {
-        cs[i] = client(s, NULL);
-        exchange(cs[i], "all here");
+    if (pool) {
+        ck_assert(eventually(replaced, s));
+        struct tcpmsg_conn *cs[3];
+        ck_assert_int_eq(m->workers, 3);
+        for (int i = 0; i < 3; i++) {
+            cs[i] = client(s, NULL);
+            exchange(cs[i], "all here");
+        }
+        for (int i = 0; i < 3; i++)
+            tcpmsg_conn_close(cs[i], LONG_WAIT);
+    } else {
+        served_again(s);
+        struct tcpmsg_server_stats st;
+        tcpmsg_server_stats(s, &st);
+        ck_assert_uint_eq(st.workers_replaced, 0); /* an executor is not replaced */
     }
-    for (int i = 0; i < 3; i++)
-        tcpmsg_conn_close(cs[i], LONG_WAIT);
     finish(s);
 }
 END_TEST
 
 START_TEST(stop_from_a_handler)
 {
+    /* A handler stops the server, in every model: in a worker process, its copy of the
+     * server writes the stop eventfd that the parent and every worker wait on. */
     const struct model *m = &models[_i];
-    if (m->processes)
-        return; /* a handler in a child process cannot reach the parent's server object */
     struct tcpmsg_server_config cfg = {0};
     struct tcpmsg_server *s = start(m, &cfg, &echo);
     struct tcpmsg_conn *c = client(s, NULL);
@@ -745,7 +831,94 @@ START_TEST(stop_from_a_handler)
     assert_closed(c);
     tcpmsg_conn_close(c, LONG_WAIT);
     ck_assert_int_eq(tcpmsg_server_wait(s), 0);
-    tcpmsg_server_destroy(s);
+    destroy_checked(s);
+}
+END_TEST
+
+/* Under valgrind everything runs about five times slower. */
+static int
+scaled_ms(int ms)
+{
+    return getenv("TCPMSG_VALGRIND") ? 5 * ms : ms;
+}
+
+START_TEST(stop_does_not_wait_for_a_half_frame)
+{
+    /* At stop a connection reads what has arrived, answers its whole frames, and is closed
+     * at once: a peer holding half a frame does not keep the server for drain_ms. */
+    const struct model *m = &models[_i];
+    struct tcpmsg_server_config cfg = {.drain_ms = scaled_ms(5000)};
+    struct tcpmsg_server *s = start(m, &cfg, &echo);
+    int port = tcpmsg_server_port(s);
+    int fd = tcpmsg_sock_connect("127.0.0.1", nt_service(port), NULL, LONG_WAIT);
+    ck_assert_int_ge(fd, 0);
+    static const uint8_t whole[] = {0, 0, 0, 2, 'o', 'k'};
+    static const uint8_t half[] = {0, 0, 0, 10, 'a', 'b', 'c'};
+    ck_assert(nt_send_all(fd, whole, sizeof whole));
+    uint8_t back[sizeof whole];
+    ck_assert(nt_recv_all(fd, back, sizeof back)); /* being served */
+    ck_assert(nt_send_all(fd, half, sizeof half));
+    int want = 1;
+    ck_assert(eventually(handled, &want));
+    int64_t t0 = tcpmsg_now_ms();
+    tcpmsg_server_stop(s);
+    ck_assert_int_eq(tcpmsg_server_wait(s), 0);
+    int64_t took = tcpmsg_now_ms() - t0;
+    fprintf(stderr, "stop_does_not_wait_for_a_half_frame: %s returned %lld ms after the stop "
+                    "(drain_ms %d)\n", m->name, (long long)took, cfg.drain_ms);
+    ck_assert_msg(took < scaled_ms(1000), "%s: the stop took %lld ms", m->name, (long long)took);
+    ck_assert_int_eq(nt_drain(fd), 0); /* FIN: the end, with nothing after the reply */
+    close(fd);
+    destroy_checked(s);
+}
+END_TEST
+
+static bool
+all_acked(void *arg)
+{
+    int unacked = -1;
+    return ioctl(*(int *)arg, SIOCOUTQ, &unacked) == 0 && unacked == 0;
+}
+
+START_TEST(stop_answers_frames_received_while_busy)
+{
+    /* 50 frames arrive while the handler is busy; the stop comes; the handler returns: every
+     * one of them is answered before the connection ends. */
+    const struct model *m = &models[_i];
+    ck_assert_int_eq(pipe(sh->hold), 0);
+    struct tcpmsg_server_config cfg = {0};
+    struct tcpmsg_server *s = start(m, &cfg, &echo);
+    struct tcpmsg_conn *c;
+    struct tcpmsg_conn_opts batch = {.flush = TCPMSG_FLUSH_BATCH};
+    ck_assert_int_eq(tcpmsg_conn_connect(&c, "127.0.0.1", nt_service(tcpmsg_server_port(s)),
+                                         &length4, &batch, LONG_WAIT),
+                     0);
+    exchange(c, "served");
+    ck_assert_int_eq(tcpmsg_conn_send(c, "hold", 4, LONG_WAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_flush(c, LONG_WAIT), 0);
+    int want = 2;
+    ck_assert(eventually(handled, &want)); /* the handler is busy */
+    for (int i = 0; i < 50; i++)
+        ck_assert_int_eq(tcpmsg_conn_send(c, &i, sizeof i, LONG_WAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_flush(c, LONG_WAIT), 0);
+    int fd = tcpmsg_conn_fd(c);
+    ck_assert(eventually(all_acked, &fd)); /* all 50 are in the server's socket */
+    tcpmsg_server_stop(s);
+    ck_assert_int_eq(write(sh->hold[1], "g", 1), 1);
+    struct tcpmsg_frame f;
+    ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), 0);
+    ck_assert_uint_eq(f.len, 4); /* "hold" */
+    for (int i = 0; i < 50; i++) {
+        int r = tcpmsg_conn_recv(c, &f, LONG_WAIT);
+        ck_assert_msg(r == 0, "%s: reply %d of 50: %s", m->name, i, tcpmsg_errname(r));
+        ck_assert_int_eq(memcmp(f.data, &i, sizeof i), 0);
+    }
+    assert_closed(c);
+    tcpmsg_conn_close(c, LONG_WAIT);
+    ck_assert_int_eq(tcpmsg_server_wait(s), 0);
+    destroy_checked(s);
+    close(sh->hold[0]);
+    close(sh->hold[1]);
 }
 END_TEST
 
@@ -1119,6 +1292,9 @@ make_suite(void)
     tcase_add_loop_test(t, misbehaving_peer_closes_only_itself, 0, nmodels);
     tcase_add_loop_test(t, client_that_never_reads, 0, nmodels);
     tcase_add_loop_test(t, max_connections, 0, nmodels);
+    tcase_add_loop_test(t, pool_default_bound_is_its_workers, 0, nmodels);
+    tcase_add_loop_test(t, stop_does_not_wait_for_a_half_frame, 0, nmodels);
+    tcase_add_loop_test(t, stop_answers_frames_received_while_busy, 0, nmodels);
     tcase_add_loop_test(t, stop_drains_received_frames, 0, nmodels);
     tcase_add_loop_test(t, sigterm_in_a_server_process, 0, nmodels);
     tcase_add_loop_test(t, dialog_handler, 0, nmodels);
