@@ -26,7 +26,8 @@ usage(void)
            "  -i, --idle-timeout SEC   close connections silent this long, 0: never [60]\n"
            "  -F, --frame-timeout SEC  close a peer that takes longer to finish a frame it\n"
            "                           started (slowloris), 0: never [10]\n"
-           "  -c, --max-conns N        connections served at once [1024; fork: 64]\n"
+           "  -c, --max-conns N        connections served at once, more are refused\n"
+           "                           [1024; fork: 64; pool: the workers; iterative: 1]\n"
            "  -w, --workers N          pool: workers [2 x CPUs]; event: threads [CPUs]\n"
            "  -h, --help               this help\n"
            "  -V, --version            the version\n",

@@ -1,8 +1,13 @@
 """tcpmsg-echo-server and tcpmsg-echo-client, run as programs: every mode with every framing,
 the limits, the log, the signals, the command line, and the client against hostile servers."""
+import fcntl
+import os
 import re
+import select
 import signal
 import socket
+import struct
+import termios
 import time
 import unittest
 
@@ -16,6 +21,16 @@ FRAMINGS = {
     "fixed:8": b"12345678\nabcdefgh\n",
 }
 TUPLE = r"\S+:\d+ \S+:\d+"
+
+
+def wait_acked(sock):
+    """Waits (bounded) until the peer's kernel acknowledged everything sent on sock: the
+    bytes are in the peer's socket, whether the peer process runs or not."""
+    deadline = time.monotonic() + WAIT
+    while struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]:
+        if time.monotonic() > deadline:
+            raise AssertionError("the peer's kernel did not acknowledge the data")
+        select.select([], [], [], 0.002)  # polling the queue, not timing anything
 
 
 class EchoPair(unittest.TestCase):
@@ -101,6 +116,78 @@ class EchoPair(unittest.TestCase):
                     status, log = srv.stop(None)
                     self.assertEqual(status, 0, log)
                     self.assertIn("closed: server stopped", log)
+
+    def test_a_half_frame_held_at_the_stop_does_not_delay_the_exit(self):
+        """One stop behaviour for every mode: a client holding a header and 3 of its 10
+        payload bytes is closed at once; the server exits long before its 5 s drain time."""
+        for mode in MODES:
+            with self.subTest(mode=mode), Server("tcpmsg-echo-server", "-m", mode, "0") as srv:
+                with connect(srv.port) as s:
+                    s.sendall(len32(b"served"))
+                    self.assertEqual(recv_exactly(s, 10), len32(b"served"))
+                    s.sendall(struct.pack("!I", 10) + b"abc")
+                    wait_acked(s)
+                    start = time.monotonic()
+                    srv.proc.send_signal(signal.SIGTERM)
+                    status, log = srv.stop(None)
+                    took = time.monotonic() - start
+                    self.assertEqual(status, 0, log)
+                    self.assertLess(took, 2.5, f"{mode}: exit {took:.2f} s after SIGTERM")
+                    self.assertEqual(recv_until_closed(s), (b"", "eof"))
+                    self.assertIn("closed: server stopped", log)
+
+    def test_frames_that_arrived_while_the_server_was_stopped_are_answered(self):
+        """The whole process group is stopped (SIGSTOP), a client writes 50 frames, then the
+        group gets SIGTERM (as a service manager sends it) and SIGCONT: every frame that
+        arrived before the stop is answered, then the connection ends and the exit is 0."""
+        for mode in MODES:
+            with self.subTest(mode=mode), Server("tcpmsg-echo-server", "-m", mode, "0") as srv:
+                with connect(srv.port) as s:
+                    s.sendall(len32(b"served"))
+                    self.assertEqual(recv_exactly(s, 10), len32(b"served"))
+                    os.killpg(srv.proc.pid, signal.SIGSTOP)
+                    frames = b"".join(len32(b"frame %d" % i) for i in range(50))
+                    s.sendall(frames)
+                    wait_acked(s)  # all 50 are in the server's socket
+                    os.killpg(srv.proc.pid, signal.SIGTERM)
+                    os.killpg(srv.proc.pid, signal.SIGCONT)
+                    self.assertEqual(recv_exactly(s, len(frames)), frames)
+                    self.assertEqual(recv_until_closed(s), (b"", "eof"))
+                status, log = srv.stop(None)
+                self.assertEqual(status, 0, log)
+
+    def test_max_conns_in_every_mode(self):
+        """An explicit --max-conns is honoured the same way by every mode: the connection
+        past it is closed at once (pool: a fourth client with 4 workers and --max-conns 3).
+        ITERATIVE serves one at a time: the next client waits, it is not refused."""
+        for mode in MODES:
+            with self.subTest(mode=mode), Server("tcpmsg-echo-server", "-m", mode,
+                                                 "--workers", "4", "--max-conns", "3",
+                                                 "0") as srv:
+                held = []
+                for i in range(1 if mode == "iterative" else 3):
+                    c = connect(srv.port)
+                    held.append(c)
+                    c.sendall(len32(b"in"))
+                    self.assertEqual(recv_exactly(c, 6), len32(b"in"))
+                with connect(srv.port) as extra:
+                    if mode == "iterative":
+                        extra.sendall(len32(b"later"))
+                        held[0].sendall(len32(b"busy"))
+                        self.assertEqual(recv_exactly(held[0], 8), len32(b"busy"))
+                        held.pop().close()
+                        self.assertEqual(recv_exactly(extra, 9), len32(b"later"))
+                    else:
+                        self.assertEqual(recv_until_closed(extra)[0], b"")
+                for c in held:
+                    c.close()
+                status, log = srv.stop()
+                self.assertEqual(status, 0, log)
+                if mode == "iterative":
+                    self.assertNotIn("refused", log)
+                else:
+                    self.assertEqual(log.count("refused: server at its connection limit"), 1,
+                                     log)
 
     def test_idle_timeout_and_max_conns(self):
         with Server("tcpmsg-echo-server", "--idle-timeout", "0.2", "--max-conns", "1",
