@@ -108,8 +108,11 @@ struct tcpmsg_server_config {
                                     EVENT: event threads [online CPUs] */
     bool pool_threads;           /* POOL: threads instead of processes */
     int max_conns;               /* connections served at once; more are closed at once
-                                    (TCPMSG_EFULL) [1024; FORK: 64]; never more than the
-                                    descriptor limit (RLIMIT_NOFILE at create) less 32 */
+                                    (TCPMSG_EFULL), under every model [1024; FORK: 64;
+                                    POOL: workers (the next client waits for a free
+                                    worker); ITERATIVE: 1 (the next waits)]; never more
+                                    than the descriptor limit (RLIMIT_NOFILE at create)
+                                    less 32 */
     int idle_timeout_ms;         /* close a connection silent this long (TCPMSG_EIDLE)
                                     [60000; < 0: never] */
     int frame_timeout_ms;        /* close a peer that started a frame and did not finish it
@@ -165,10 +168,12 @@ TCPMSG_API int tcpmsg_server_port(const struct tcpmsg_server *s);
 
 /*
  * tcpmsg_server_run - serves until stopped (tcpmsg_server_stop, or a signal with
- * handle_signals), then stops accepting, lets connections finish the frames already
- * received and flush their replies for up to drain_ms, closes everything and returns 0
- * (or a negated errno when the model could not start: -EAGAIN (threads), -ENOMEM...).
- * Runs the model in the calling thread (its workers in other threads or processes).
+ * handle_signals), then stops accepting; each connection reads what its socket has
+ * already received (without waiting for more), handles its whole frames and flushes the
+ * replies within drain_ms, and is closed at once (FIN, then close without waiting for the
+ * peer's end), the same under every model; then run returns 0 (or a negated errno when
+ * the model could not start: -EAGAIN (threads), -ENOMEM...). Blocks; runs the model in the
+ * calling thread (its workers in other threads or processes).
  */
 TCPMSG_API int tcpmsg_server_run(struct tcpmsg_server *s);
 
@@ -182,8 +187,8 @@ TCPMSG_API int tcpmsg_server_wait(struct tcpmsg_server *s);
 
 /*
  * tcpmsg_server_stop - asks the server to stop; returns at once. Safe from any thread,
- * from a handler, and from a signal handler (it only sets a flag and writes to an
- * eventfd). Idempotent.
+ * from a handler (in a FORK or POOL worker process too: the whole server stops), and from
+ * a signal handler (it only sets a flag and writes to an eventfd). Idempotent.
  */
 TCPMSG_API void tcpmsg_server_stop(struct tcpmsg_server *s);
 
