@@ -2,8 +2,9 @@
 
 A table of named cases; each asserts what the server did with the hostile peer AND that it
 still serves the next client. Memory is the server's resident set (summed over its
-process tree for the models with processes), file descriptors are counted in /proc, and
-zombies are looked for among its children. No case sleeps to synchronise: a case waits for
+process tree for the models with processes), file descriptors are counted in /proc,
+zombies are looked for among its children while it runs, and leftover processes in its
+process group once it exited. No case sleeps to synchronise: a case waits for
 an event (the connection's end, a reply) under a bound.
 """
 import os
@@ -39,6 +40,41 @@ def proc_children(pid):
             except OSError:
                 pass
     return kids
+
+
+def group_members(pgid):
+    """The processes of process group pgid (the server runs in its own session and group,
+    so its workers are in it even once they were reparented)."""
+    members = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid:
+                    members.append((int(d), fields[0]))
+            except OSError:
+                pass
+    return members
+
+
+def assert_reaps_its_children(test, srv):
+    """While the server runs: a child that ended is reaped (it may be a zombie for the
+    instant between its exit and the watcher's wait: a zombie that lasts is the failure)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        zombies = [pid for pid, state in proc_children(srv.proc.pid) if state == "Z"]
+        if not zombies:
+            return
+        if time.monotonic() > deadline:
+            test.fail(f"zombies not reaped by the running server: {zombies}")
+        select.select([], [], [], 0.01)  # polling a state, not timing anything
+
+
+def assert_left_nothing(test, srv):
+    """After the server exited: no process of its group is left (a worker it did not end,
+    or one it did not reap, would be)."""
+    test.assertEqual(group_members(srv.proc.pid), [])
 
 
 def tree_rss_kib(pid):
@@ -120,10 +156,10 @@ class Hostile(unittest.TestCase):
             with self.subTest(mode=mode), self.server(mode, *extra) as srv:
                 fn(mode, srv)
                 still_serves(self, srv)
+                assert_reaps_its_children(self, srv)
                 status, log = srv.stop()
                 self.assertEqual(status, 0, log)
-                for pid, state in proc_children(srv.proc.pid):
-                    self.assertNotEqual(state, "Z", f"zombie {pid}")
+                assert_left_nothing(self, srv)
 
     # ---- the table -------------------------------------------------------------------------
 
@@ -323,12 +359,27 @@ class Hostile(unittest.TestCase):
                     self.assertEqual(got, frames)
                     self.assertEqual(recv_until_closed(s), (b"", "eof"))
                 self.assertEqual(srv.stop(None)[0], 0)
-                self.assertEqual(proc_children(srv.proc.pid), [])
+                assert_left_nothing(self, srv)
+
+    def test_the_leftover_check_sees_a_worker_left_behind(self):
+        """The check above can fail: a server killed without ending its workers leaves them
+        in its process group, and the check sees them."""
+        with self.server("pool") as srv:
+            still_serves(self, srv)
+            deadline = time.monotonic() + WAIT
+            while len(proc_children(srv.proc.pid)) < 3 and time.monotonic() < deadline:
+                select.select([], [], [], 0.01)  # polling a count, not timing anything
+            srv.proc.kill()  # the watcher only: its workers go on
+            srv.proc.wait()
+            with self.assertRaises(AssertionError):
+                assert_left_nothing(self, srv)
 
     def test_max_conns_refuses_the_extra_connection(self):
-        for mode in [m for m in MODES if m in CONCURRENT]:
+        # POOL too: 3 workers, one of them idle, takes the third connection and refuses it.
+        for mode in [m for m in MODES if m in CONCURRENT or m == "pool"]:
             with self.subTest(mode=mode), Server("tcpmsg-echo-server", "-m", mode,
-                                                 "--max-conns", "2", "0") as srv:
+                                                 "--workers", "3", "--max-conns", "2",
+                                                 "0") as srv:
                 a, b = connect(srv.port), connect(srv.port)
                 for s in (a, b):
                     s.sendall(len32(b"in"))
