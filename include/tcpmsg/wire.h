@@ -210,14 +210,18 @@ static inline int8_t
 tcpmsg_wire_get_i8(const uint8_t *p)
 {
     uint8_t u = p[0];
-    return u <= INT8_MAX ? (int8_t)u : (int8_t)(-(int)(UINT8_MAX - u) - 1);
+    if (u <= INT8_MAX)
+        return (int8_t)u;
+    return (int8_t)(-(int)(UINT8_MAX - u) - 1);
 }
 
 static inline int16_t
 tcpmsg_wire_get_i16(const uint8_t *p)
 {
     uint16_t u = tcpmsg_wire_get_u16(p);
-    return u <= INT16_MAX ? (int16_t)u : (int16_t)(-(int32_t)(UINT16_MAX - u) - 1);
+    if (u <= INT16_MAX)
+        return (int16_t)u;
+    return (int16_t)(-(int32_t)(UINT16_MAX - u) - 1);
 }
 
 static inline int32_t

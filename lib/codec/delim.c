@@ -45,7 +45,7 @@ tcpmsg__delim_init(struct tcpmsg_codec *c, const struct tcpmsg_delim_config *cfg
         return -EINVAL; /* a preset and explicit bytes contradict each other */
 
     uint64_t max = cfg->max_len ? cfg->max_len : TCPMSG_CODEC_DEFAULT_MAX;
-    if (max > (uint64_t)PTRDIFF_MAX - 2 * TCPMSG_CODEC_DELIM_MAX)
+    if (max > (uint64_t)PTRDIFF_MAX - 2 * (uint64_t)TCPMSG_CODEC_DELIM_MAX)
         return -EINVAL;
 
     memset(c, 0, sizeof *c);

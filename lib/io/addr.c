@@ -189,14 +189,15 @@ tcpmsg_addr_format(const struct tcpmsg_addr *a, char *buf, size_t cap)
         unsigned id = a->u.in6.sin6_scope_id;
         if (id) {
             char name[IF_NAMESIZE];
+            /* scope has room for "%" and any name or number: cannot be truncated */
             if (if_indextoname(id, name))
-                snprintf(scope, sizeof scope, "%%%s", name);
+                (void)snprintf(scope, sizeof scope, "%%%s", name);
             else
-                snprintf(scope, sizeof scope, "%%%u", id);
+                (void)snprintf(scope, sizeof scope, "%%%u", id);
         }
         n = snprintf(buf, cap, "[%s%s]:%u", host, scope, ntohs(a->u.in6.sin6_port));
     } else {
-        snprintf(buf, cap, "-");
+        (void)snprintf(buf, cap, "-"); /* cap >= 1: "" at worst */
         return -EAFNOSUPPORT;
     }
     return (size_t)n < cap ? n : -ENOBUFS;

@@ -4,6 +4,7 @@
 
 #include "io_internal.h"
 
+#include <assert.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -125,6 +126,7 @@ make_room(struct tcpmsg_conn *c, size_t limit)
         return 0;
     if (c->rcap >= limit)
         return -EMSGSIZE;
+    assert(c->rcap > 0); /* rbuf is allocated: at least recv_buffer */
     size_t ncap = c->rcap > SIZE_MAX / 2 ? limit : c->rcap * 2;
     if (ncap > limit)
         ncap = limit;
@@ -234,8 +236,8 @@ recv_general(struct tcpmsg_conn *c, struct tcpmsg_frame *out, int64_t deadline)
         return c->rerr;
     consume_delivered(c);
     for (;;) {
-        ptrdiff_t n = 0;
         if (c->rlen > c->rpos || c->eof) {
+            ptrdiff_t n;
             const uint8_t *p = c->rbuf ? c->rbuf + c->rpos : NULL;
             size_t len = c->rlen - c->rpos;
             n = c->eof ? tcpmsg_codec_finish(&c->codec, &c->dec, p, len, out)
@@ -522,6 +524,7 @@ struct frame_parts {
 static void
 copy_frame(struct tcpmsg_conn *c, const struct frame_parts *f, size_t skip)
 {
+    assert(c->sbuf != NULL); /* reserve_output made room: every frame has >= 1 byte */
     uint8_t *d = c->sbuf + c->slen;
     if (skip == 0 && f->iovcnt == 1 && f->pad_len == 0 && f->tail_len == 0) {
         /* A header and one payload: most small messages. */

@@ -188,6 +188,8 @@ tcpmsg_sock_connect(const char *host, const char *service, const struct tcpmsg_c
         for (int i = 0; i < n && pick < 0; i++)
             if (!used[i])
                 pick = i;
+        if (pick < 0)
+            break; /* never: k < n of the n addresses are used */
         used[pick] = true;
         order[k] = a[pick];
         want = want == TCPMSG_FAMILY_V6 ? TCPMSG_FAMILY_V4 : TCPMSG_FAMILY_V6;

@@ -123,7 +123,7 @@ join_all(struct tcpmsg_server *s)
         }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000000;
+        ts.tv_nsec += 50L * 1000000;
         if (ts.tv_nsec >= 1000000000) {
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000;
@@ -144,11 +144,6 @@ slot_done(struct tcpmsg__slot *t)
 }
 
 /* ---- THREAD ----------------------------------------------------------------------------- */
-
-struct conn_job {
-    struct tcpmsg__slot *slot;
-    int fd;
-};
 
 static void *
 conn_thread(void *arg)
@@ -269,6 +264,21 @@ pool_thread(void *arg)
 
 /* ---- processes: FORK executors and POOL workers --------------------------------------------- */
 
+#ifdef TCPMSG_COVERAGE
+void __gcov_dump(void); /* libgcov, in the coverage build only */
+#endif
+
+/* The end of a worker process. _exit, not exit: the parent's atexit handlers and stdio
+ * buffers (copies of the application's) must not run twice. */
+static _Noreturn void
+worker_exit(int status)
+{
+#ifdef TCPMSG_COVERAGE
+    __gcov_dump(); /* _exit skips gcov's own exit handler */
+#endif
+    _exit(status);
+}
+
 /* In a worker process, SIGTERM stops this worker as the server's stop does (a service
  * manager signals the whole group, and an operator may signal one worker): the frames that
  * arrived are handled, their replies written, the connection ended, the worker exits. The
@@ -301,11 +311,11 @@ child_setup(struct tcpmsg_server *s, const sigset_t *restore)
     tcpmsg__child.dialog = s->h.dialog != NULL;
     tcpmsg__child.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (tcpmsg__child.wakefd < 0)
-        _exit(EXIT_FAILURE); /* before any connection is taken: the parent logs and replaces */
+        worker_exit(EXIT_FAILURE); /* before any connection is taken: the parent logs and replaces */
     struct sigaction sa = {.sa_handler = child_on_term};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
-    signal(SIGINT, SIG_IGN); /* a terminal's ^C reaches the whole group: the parent decides */
+    (void)signal(SIGINT, SIG_IGN); /* a terminal's ^C reaches the whole group: the parent decides */
     pthread_sigmask(SIG_SETMASK, restore, NULL);
 }
 
@@ -397,9 +407,7 @@ child_gone(void *arg, const struct child *k, int status)
 {
     struct tcpmsg_server *s = arg;
     (void)status;
-    if (k->busy < 0)
-        tcpmsg__release(s);
-    else if (atomic_exchange(&s->pool_busy[k->busy], 0))
+    if (k->busy < 0 || atomic_exchange(&s->pool_busy[k->busy], 0))
         tcpmsg__release(s);
 }
 
@@ -462,7 +470,7 @@ wait_children(struct tcpmsg_server *s, struct children *ch, int extra)
     bool no_pidfd = false;
     for (int i = 0; i < ch->n; i++)
         no_pidfd |= ch->c[i].pidfd < 0;
-    int n = poll(ch->p, (nfds_t)(ch->n + extra), no_pidfd ? 100 : -1);
+    int n = poll(ch->p, (nfds_t)ch->n + (nfds_t)extra, no_pidfd ? 100 : -1);
     if (n > 0 && ch->p[ch->n + extra - 1].revents)
         tcpmsg__notice_stop(s); /* the last entry is the stop eventfd */
     return n;
@@ -503,7 +511,7 @@ tcpmsg__run_fork(struct tcpmsg_server *s)
             close(s->lfd);
             tcpmsg_sock_close(reserve);
             tcpmsg__serve_blocking(s, fd, NULL);
-            _exit(0);
+            worker_exit(0);
         }
         int e = errno;
         tcpmsg_sock_close(fd); /* the executor has its copy */
@@ -533,7 +541,7 @@ spawn_worker(struct tcpmsg_server *s, _Atomic int *busy, int index)
         child_setup(s, &old);
         s->pool_busy = &busy[index];
         pool_worker(s, NULL);
-        _exit(0);
+        worker_exit(0);
     }
     return pid;
 }

@@ -48,7 +48,6 @@ struct worker {
     struct econn *current; /* the connection whose callback runs */
     struct econn *pending; /* connections a callback sent to or dropped, other than current */
     pthread_t thread;
-    int result;
 };
 
 static int
@@ -98,19 +97,20 @@ destroy_conn(struct worker *w, struct econn *e, bool reset)
 {
     if (e->pending) {
         struct econn **p = &w->pending;
-        while (*p != e)
+        while (*p && *p != e)
             p = &(*p)->next_pending;
-        *p = e->next_pending;
+        if (*p) /* always: a pending connection is on the list */
+            *p = e->next_pending;
     }
     epoll_ctl(w->ep, EPOLL_CTL_DEL, e->fd, NULL);
     if (reset)
         tcpmsg_conn_reset(e->c);
     else
         tcpmsg_conn_close(e->c, TCPMSG_NOWAIT);
-    if (e->prev)
-        e->prev->next = e->next;
-    else
+    if (w->conns == e)
         w->conns = e->next;
+    else
+        e->prev->next = e->next;
     if (e->next)
         e->next->prev = e->prev;
     w->nconns--;
@@ -468,6 +468,8 @@ int
 tcpmsg__run_event(struct tcpmsg_server *s)
 {
     int nw = s->cfg.workers;
+    if (nw < 1)
+        return -EINVAL; /* copy_config gives at least one */
     struct worker *w = calloc((size_t)nw, sizeof *w);
     if (!w)
         return -ENOMEM;

@@ -305,14 +305,16 @@ copy_config(struct tcpmsg_server *s, const struct tcpmsg_server_config *cfg)
 {
     s->cfg = *cfg;
     if (cfg->host) {
-        if (strlen(cfg->host) >= sizeof s->host)
+        size_t n = strlen(cfg->host);
+        if (n >= sizeof s->host)
             return -EINVAL;
-        strcpy(s->host, cfg->host);
+        memcpy(s->host, cfg->host, n + 1);
     }
     if (cfg->port) {
-        if (strlen(cfg->port) >= sizeof s->port)
+        size_t n = strlen(cfg->port);
+        if (n >= sizeof s->port)
             return -EINVAL;
-        strcpy(s->port, cfg->port);
+        memcpy(s->port, cfg->port, n + 1);
     }
     s->cfg.host = s->host;
     s->cfg.port = s->port;
