@@ -120,7 +120,8 @@ struct tcpmsg_server_config {
     int write_timeout_ms;        /* blocking models: close when replies cannot be written in
                                     this time (-ETIMEDOUT) [10000] */
     int drain_ms;                /* at stop: time granted to finish, flush and close
-                                    [5000]; then connections are reset */
+                                    [5000]; then connections are reset (a worker process
+                                    still running 1 s later is killed) */
     size_t output_high;          /* stop reading from a connection whose queued output
                                     passed this [1 MiB] (blocking models: write it, for up to
                                     write_timeout_ms, before reading more) ... */

@@ -46,7 +46,7 @@ take(struct tcpmsg_server *s, int *reserve)
 static void
 noticed_stop(struct tcpmsg_server *s)
 {
-    s->drain_deadline = tcpmsg_deadline_in(s->cfg.drain_ms);
+    tcpmsg__drain_deadline(s); /* fixed now, unless a connection noticed first */
     tcpmsg__log(s, TCPMSG_EV_STOP, 0, -1);
 }
 
@@ -411,10 +411,14 @@ child_gone(void *arg, const struct child *k, int status)
         tcpmsg__release(s);
 }
 
-/* Stops the children: the drain time to finish, then SIGKILL; reaps them all. */
+/* Stops the children: the drain time to finish, then SIGKILL; reaps them all. A child keeps
+ * its own drain deadline (it resets what it could not write, then exits): the watcher's
+ * SIGKILL comes a grace period later, for a child stuck in a handler, so that it never cuts
+ * short a child that was about to end its connections itself. */
 static void
 end_children(struct tcpmsg_server *s, struct children *ch)
 {
+    int64_t kill_at = s->drain_deadline + TCPMSG__KILL_GRACE_MS;
     /* The stop eventfd reaches every child; a dialog handler blocked in recv also needs its
      * reading side shut, which SIGTERM does in the child. */
     for (int i = 0; i < ch->n && s->h.dialog; i++)
@@ -422,7 +426,7 @@ end_children(struct tcpmsg_server *s, struct children *ch)
     bool killed = false;
     while (ch->n > 0) {
         struct pollfd *p = poll_set(ch);
-        int left = tcpmsg_deadline_left(s->drain_deadline);
+        int left = tcpmsg_deadline_left(kill_at);
         if (left == 0 && !killed) {
             for (int i = 0; i < ch->n; i++)
                 kill(ch->c[i].pid, SIGKILL);

@@ -38,6 +38,7 @@ void
 tcpmsg__notice_stop(struct tcpmsg_server *s)
 {
     atomic_store_explicit(&s->stopping, 1, memory_order_release);
+    tcpmsg__drain_deadline(s); /* from the first sight of the stop */
 }
 
 bool
@@ -116,8 +117,14 @@ tcpmsg__conn_opts(const struct tcpmsg_server *s)
 int64_t
 tcpmsg__drain_deadline(struct tcpmsg_server *s)
 {
-    int64_t dl = s->drain_deadline;
-    return dl ? dl : tcpmsg_deadline_in(s->cfg.drain_ms);
+    /* Fixed by the first part of this process that asks (the thread that noticed the stop
+     * first), then the same for every connection. */
+    int64_t dl = atomic_load(&s->drain_deadline);
+    if (dl == 0) {
+        int64_t mine = tcpmsg_deadline_in(s->cfg.drain_ms);
+        dl = atomic_compare_exchange_strong(&s->drain_deadline, &dl, mine) ? mine : dl;
+    }
+    return dl;
 }
 
 /* ---- the blocking connection loop ------------------------------------------------------- */
@@ -142,6 +149,33 @@ tcpmsg_server_drop(struct tcpmsg_conn *c, int reason)
     return 0;
 }
 
+/* Writes c's queued output until `deadline`, watching for the stop meanwhile (a peer that
+ * does not read must not keep a stopping server past drain_ms): once it is seen
+ * (*stopping), the output has until the drain deadline at most. Returns as
+ * tcpmsg_conn_flush. */
+static int
+flush_or_stop(struct tcpmsg_server *s, struct tcpmsg_conn *c, int64_t deadline, bool *stopping)
+{
+    for (;;) {
+        int64_t dl = *stopping ? tcpmsg_deadline_min(deadline, tcpmsg__drain_deadline(s)) : deadline;
+        int r = tcpmsg_conn_flush(c, TCPMSG_NOWAIT);
+        if (r != -ETIMEDOUT)
+            return r;
+        if (tcpmsg_deadline_left(dl) == 0)
+            return -ETIMEDOUT;
+        struct pollfd p[3] = {
+            {.fd = tcpmsg_conn_fd(c), .events = POLLOUT},
+            {.fd = *stopping ? -1 : s->wakefd, .events = POLLIN},
+            {.fd = *stopping || !s->in_child ? -1 : tcpmsg__child.wakefd, .events = POLLIN}};
+        if (poll(p, 3, tcpmsg_deadline_left(dl)) < 0 && errno != EINTR)
+            return -errno;
+        if (p[1].revents)
+            tcpmsg__notice_stop(s);
+        if (p[1].revents || p[2].revents || tcpmsg__stopping(s))
+            *stopping = true;
+    }
+}
+
 /* Runs on_message over the connection until it ends; returns the reason. */
 static int
 message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c, const struct tcpmsg__served *sv)
@@ -154,9 +188,9 @@ message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c, const struct tcpmsg
         /* Backpressure: replies the peer does not read are written before another request
          * is read, so what a connection holds stays below output_high plus one reply. */
         if (tcpmsg_conn_output(c, NULL) >= s->cfg.output_high) {
-            int w = tcpmsg_conn_flush(c, tcpmsg_deadline_in(s->cfg.write_timeout_ms));
+            int w = flush_or_stop(s, c, tcpmsg_deadline_in(s->cfg.write_timeout_ms), &stopping);
             if (w < 0)
-                return w;
+                return stopping && w == -ETIMEDOUT ? -ESHUTDOWN : w;
         }
         struct tcpmsg_frame m;
         int r = tcpmsg_conn_recv(c, &m, TCPMSG_NOWAIT);
@@ -174,12 +208,9 @@ message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c, const struct tcpmsg
         /* Every whole frame received is handled: write the replies, then wait. When the
          * server stops, the replies have until the drain deadline, and the connection ends
          * without waiting for more from the peer (a half frame does not hold the stop). */
-        int64_t wdl = tcpmsg_deadline_in(s->cfg.write_timeout_ms);
-        if (stopping)
-            wdl = tcpmsg_deadline_min(wdl, tcpmsg__drain_deadline(s));
-        r = tcpmsg_conn_flush(c, wdl);
-        if (r < 0)
-            return r;
+        r = flush_or_stop(s, c, tcpmsg_deadline_in(s->cfg.write_timeout_ms), &stopping);
+        if (r < 0) /* at stop, replies not written within drain_ms: reset below */
+            return stopping && r == -ETIMEDOUT ? -ESHUTDOWN : r;
         if (stopping)
             return -ESHUTDOWN;
 

@@ -74,6 +74,7 @@ struct tcpmsg_server {
 #define TCPMSG__DEFAULT_FRAME_MS 10000
 #define TCPMSG__DEFAULT_WRITE_MS 10000
 #define TCPMSG__DEFAULT_DRAIN_MS 5000
+#define TCPMSG__KILL_GRACE_MS 1000 /* after drain_ms, before a worker process is killed */
 #define TCPMSG__DEFAULT_HIGH ((size_t)1024 * 1024)
 #define TCPMSG__DEFAULT_LOW ((size_t)256 * 1024)
 
@@ -110,7 +111,8 @@ void tcpmsg__shutdown_slots(struct tcpmsg_server *s, int how);
 /* The options of a served connection: the user's, with TCPMSG_FLUSH_MANUAL (handlers only
  * queue) and room for the output watermarks. */
 struct tcpmsg_conn_opts tcpmsg__conn_opts(const struct tcpmsg_server *s);
-/* Milliseconds from now until the drain deadline (>= 0). */
+/* The drain deadline: drain_ms after the stop was first noticed in this process (the first
+ * call fixes it). */
 int64_t tcpmsg__drain_deadline(struct tcpmsg_server *s);
 
 int tcpmsg__run_iterative(struct tcpmsg_server *s);

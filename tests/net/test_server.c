@@ -1267,6 +1267,101 @@ START_TEST(configuration_errors)
     tcpmsg_server_destroy(NULL);
     tcpmsg_server_stop(NULL);
     ck_assert_int_eq(tcpmsg_server_port(NULL), -EINVAL);
+    /* Names longer than the server keeps. */
+    char longname[300];
+    memset(longname, 'h', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    bad = (struct tcpmsg_server_config){.host = longname};
+    ck_assert_int_eq(tcpmsg_server_create(&s, &bad, &echo), -EINVAL);
+    bad = (struct tcpmsg_server_config){.port = longname};
+    ck_assert_int_eq(tcpmsg_server_create(&s, &bad, &echo), -EINVAL);
+    /* The life cycle misused: start twice, wait without start, NULL everywhere. */
+    ck_assert_int_eq(tcpmsg_server_start(NULL), -EINVAL);
+    ck_assert_int_eq(tcpmsg_server_wait(NULL), -EINVAL);
+    ck_assert_int_eq(tcpmsg_server_run(NULL), -EINVAL);
+    struct tcpmsg_server_config one = {.host = "127.0.0.1", .workers = 1};
+    ck_assert_int_eq(tcpmsg_server_create(&a, &one, &echo), 0);
+    ck_assert_int_eq(tcpmsg_server_wait(a), -EINVAL); /* not started */
+    ck_assert_int_eq(tcpmsg_server_start(a), 0);
+    ck_assert_int_eq(tcpmsg_server_start(a), -EBUSY);
+    struct tcpmsg_server_stats st;
+    memset(&st, 0xff, sizeof st);
+    tcpmsg_server_stats(NULL, &st);
+    ck_assert_uint_eq(st.accepted, 0); /* reset, not left as it was */
+    tcpmsg_server_stats(a, NULL);
+    tcpmsg_server_destroy(a); /* started and running: destroy stops and waits */
+}
+END_TEST
+
+static int
+refusing_open(struct tcpmsg_conn *c, void *user)
+{
+    (void)c;
+    (void)user;
+    atomic_fetch_add(&sh->opened, 1);
+    return atomic_load(&sh->opened) == 1 ? -EACCES : 0; /* the first client only */
+}
+
+START_TEST(on_open_refuses)
+{
+    /* on_open says no: that connection is closed at once, counted as refused and logged
+     * with on_open's code, on_close is not called for it; the next client is served. */
+    const struct model *m = &models[_i];
+    struct tcpmsg_handler h = {.on_open = refusing_open, .on_message = on_message,
+                               .on_close = on_close};
+    struct tcpmsg_server_config cfg = {.log = record};
+    struct tcpmsg_server *s = start(m, &cfg, &h);
+    struct tcpmsg_conn *c = client(s, NULL);
+    assert_closed(c);
+    tcpmsg_conn_close(c, TCPMSG_NOWAIT);
+    c = client(s, NULL);
+    exchange(c, "welcome");
+    tcpmsg_conn_close(c, LONG_WAIT);
+    int k = R_EOF;
+    ck_assert(eventually(reason_seen, &k));
+    finish(s);
+    ck_assert_int_eq(atomic_load(&sh->events[TCPMSG_EV_REFUSED]), 1);
+    int closes = 0;
+    for (int i = 0; i < R_N; i++)
+        closes += atomic_load(&sh->reasons[i]);
+    ck_assert_int_eq(closes, 1); /* the served one only */
+}
+END_TEST
+
+START_TEST(stop_is_bounded_by_drain_ms)
+{
+    /* A client that never reads: its replies cannot all be written. The stop gives them
+     * drain_ms, then resets the connection; run returns. */
+    const struct model *m = &models[_i];
+    struct tcpmsg_server_config cfg = {.drain_ms = scaled_ms(300),
+                                       .write_timeout_ms = 60000, /* not what ends it */
+                                       .listen = {.sndbuf = 4096, .rcvbuf = 4096}};
+    struct tcpmsg_server *s = start(m, &cfg, &echo);
+    int fd = tcpmsg_sock_connect("127.0.0.1", nt_service(tcpmsg_server_port(s)), NULL,
+                                 LONG_WAIT);
+    ck_assert_int_ge(fd, 0);
+    int small = 4096;
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    /* One request of 256 KiB: its reply is far more than the two small kernel buffers
+     * hold, so it stays queued in the server. */
+    static uint8_t frame[4 + 262144];
+    frame[0] = 0, frame[1] = 4, frame[2] = 0, frame[3] = 0;
+    ck_assert(nt_send_all(fd, frame, sizeof frame));
+    int want = 1;
+    ck_assert(eventually(handled, &want));
+    int64_t t0 = tcpmsg_now_ms();
+    tcpmsg_server_stop(s);
+    ck_assert_int_eq(tcpmsg_server_wait(s), 0);
+    int64_t took = tcpmsg_now_ms() - t0;
+    fprintf(stderr, "stop_is_bounded_by_drain_ms: %s returned %lld ms after the stop "
+                    "(drain_ms %d)\n", m->name, (long long)took, cfg.drain_ms);
+    ck_assert_msg(took >= cfg.drain_ms - 20, "%s: the replies did not get their drain time "
+                  "(%lld ms)", m->name, (long long)took);
+    ck_assert_msg(took < scaled_ms(5000), "%s: the stop took %lld ms", m->name, (long long)took);
+    long got = nt_drain(fd);
+    ck_assert_msg(got == -ECONNRESET, "%s: %ld, not the reset", m->name, got);
+    close(fd);
+    destroy_checked(s);
 }
 END_TEST
 
@@ -1302,6 +1397,8 @@ make_suite(void)
     tcase_add_loop_test(t, pool_default_bound_is_its_workers, 0, nmodels);
     tcase_add_loop_test(t, stop_does_not_wait_for_a_half_frame, 0, nmodels);
     tcase_add_loop_test(t, stop_answers_frames_received_while_busy, 0, nmodels);
+    tcase_add_loop_test(t, stop_is_bounded_by_drain_ms, 0, nmodels);
+    tcase_add_loop_test(t, on_open_refuses, 0, nmodels);
     tcase_add_loop_test(t, stop_drains_received_frames, 0, nmodels);
     tcase_add_loop_test(t, sigterm_in_a_server_process, 0, nmodels);
     tcase_add_loop_test(t, dialog_handler, 0, nmodels);
