@@ -9,7 +9,8 @@ of 1 byte up to a few KiB (cuts fall anywhere, inside headers and delimiters), s
 held back a few milliseconds so that pieces coalesce on the other side. plan(i) tells, for
 the i-th connection accepted, what else to do to it (a Plan): reset both ends once `reset_at`
 bytes of the client's stream have been forwarded, or stop forwarding the client's stream
-for `stall_s` seconds once `stall_at` bytes have gone through. proxy.events[i] records what
+for `stall_s` seconds (or until the server ends the connection) once `stall_at` bytes have
+gone through. proxy.events[i] records what
 was done, for the test to compare with what the client saw.
 
 Standalone: python3 proxy.py UPSTREAM_PORT [SEED]  (prints its port; splits and delays only)
@@ -28,6 +29,8 @@ class Plan:
     reset_at: int = -1  # client->server bytes after which both ends are reset
     stall_at: int = -1  # client->server bytes after which forwarding pauses ...
     stall_s: float = 0  # ... for this long
+    stall_until_closed: bool = False  # ... or until the server ends the connection: a stall
+    # the server must notice, however long the connection waited before it was served
 
 
 @dataclass
@@ -61,6 +64,7 @@ class FaultProxy:
         self.port = self.lsock.getsockname()[1]
         self.closing = False
         self.wake = threading.Event()  # set by close(): ends stalls and delays at once
+        self.server_gone = []  # per connection: set when the server's side has ended
         self.threads = []
         t = threading.Thread(target=self._accept_loop, daemon=True)
         t.start()
@@ -83,7 +87,8 @@ class FaultProxy:
             self.events[i] = ev
             plan = self.plan(i)
             lock = threading.Lock()
-            state = {"dead": False}
+            state = {"dead": False, "server_gone": threading.Event()}
+            self.server_gone.append(state["server_gone"])
             rng_up = random.Random(self.seed * 1000003 + 2 * i)
             rng_down = random.Random(self.seed * 1000003 + 2 * i + 1)
             for src, dst, rng, up_dir in ((client, up, rng_up, True), (up, client, rng_down, False)):
@@ -101,6 +106,8 @@ class FaultProxy:
             except OSError:
                 data = None
             if not data:
+                if not up_dir:
+                    state["server_gone"].set()
                 with lock:
                     if state["dead"]:
                         return
@@ -135,7 +142,10 @@ class FaultProxy:
                     piece = piece[len(first):]
                     with lock:
                         ev.stalled = True
-                    self.wake.wait(plan.stall_s)  # the fault itself: a network that stops
+                    if plan.stall_until_closed:  # the fault: a network that stops ...
+                        state["server_gone"].wait()  # ... until the server gives up
+                    else:
+                        self.wake.wait(plan.stall_s)
                 if rng.random() < 0.05:
                     self.wake.wait(rng.random() * 0.003)  # held back: pieces coalesce
                 if not self._send(dst, piece, ev, up_dir, lock):
@@ -160,6 +170,8 @@ class FaultProxy:
     def close(self):
         self.closing = True
         self.wake.set()
+        for gone in self.server_gone:
+            gone.set()
         self.lsock.close()
 
 

@@ -134,7 +134,10 @@ class Faults(unittest.TestCase):
             if kind == "reset":
                 plan.reset_at = inside
             elif kind == "stall":
-                plan.stall_at, plan.stall_s = inside, 3.0  # frame timeout is 1 s
+                # Until the server closes it (frame timeout 1 s): a stall of a fixed length
+                # could end before a server that serves one connection at a time (ITERATIVE)
+                # reached this one, which then saw no stall at all.
+                plan.stall_at, plan.stall_until_closed = inside, True
             conns.append({"frames": frames, "stream": stream, "kind": kind, "plan": plan})
         with Server("tcpmsg-echo-server", "-m", mode, "-f", framing, "--frame-timeout", "1",
                     "--idle-timeout", "20", "--workers", "3", "0") as srv:
