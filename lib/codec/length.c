@@ -39,21 +39,16 @@ tcpmsg__length_init(struct tcpmsg_codec *c, const struct tcpmsg_length_config *c
         return -EINVAL; /* LEB128 has its own byte order */
 
     size_t field_max = cfg->varint ? TCPMSG_CODEC_VARINT_MAX : width;
-    size_t field_min = cfg->varint ? 1 : width;
     if (cfg->offset > TCPMSG_CODEC_HEAD_MAX || cfg->suffix > TCPMSG_CODEC_HEAD_MAX ||
         cfg->offset + field_max + cfg->suffix > TCPMSG_CODEC_HEAD_MAX)
         return -EINVAL;
     size_t head_max = cfg->offset + field_max + cfg->suffix;
-    size_t head_min = cfg->offset + field_min + cfg->suffix;
 
     /* The largest payload the field can describe. When the field counts the whole frame, the
      * header takes its share; with a varint the header may be up to 10 bytes long. */
     uint64_t cap = cfg->varint ? UINT64_MAX : field_capacity(width);
-    if (cfg->counts == TCPMSG_LENGTH_COUNTS_FRAME) {
-        if (cap < head_min)
-            return -EINVAL;
-        cap -= head_max;
-    }
+    if (cfg->counts == TCPMSG_LENGTH_COUNTS_FRAME)
+        cap -= head_max; /* never below 0: a field says at least 255, a head is <= 64 bytes */
     /* Frames must be addressable and their size must fit the ptrdiff_t decode returns. */
     if (cap > (uint64_t)PTRDIFF_MAX - head_max)
         cap = (uint64_t)PTRDIFF_MAX - head_max;

@@ -64,7 +64,6 @@ tcpmsg__run_iterative(struct tcpmsg_server *s)
                 shutdown(fd, SHUT_RD); /* the stop came between accept and here */
             tcpmsg__serve_blocking(s, fd, NULL);
             atomic_store(&s->serving_fd, -1);
-            tcpmsg__release(s);
         }
     }
     noticed_stop(s);
@@ -151,10 +150,7 @@ conn_thread(void *arg)
     struct tcpmsg__slot *t = arg;
     struct tcpmsg_server *s = t->s;
     tcpmsg__serve_blocking(s, t->fd, t);
-    /* The slot is marked done before the connection slot is released: whenever admit lets
-     * a connection in, fewer than max_conns slots are busy, so the acceptor finds one. */
     slot_done(t);
-    tcpmsg__release(s);
     return NULL;
 }
 
@@ -170,20 +166,25 @@ tcpmsg__run_thread(struct tcpmsg_server *s)
         if (fd < 0 || !tcpmsg__admit(s, fd))
             continue;
         pthread_mutex_lock(&s->mu);
-        reap_threads(s);
+        /* admit let it in: fewer than max_conns connections are held, so a slot is free or
+         * about to be (a thread gives the connection slot back just before it ends). */
         struct tcpmsg__slot *free_slot = NULL;
-        for (int i = 0; i < s->nslots && !free_slot; i++)
-            if (!s->slots[i].used)
-                free_slot = &s->slots[i];
-        if (free_slot) {
-            free_slot->used = true;
-            free_slot->done = false;
-            free_slot->fd = fd;
-            if (pthread_create(&free_slot->thread, NULL, conn_thread, free_slot) != 0) {
-                free_slot->used = false;
-                free_slot->fd = -1;
-                free_slot = NULL;
-            }
+        for (;;) {
+            reap_threads(s);
+            for (int i = 0; i < s->nslots && !free_slot; i++)
+                if (!s->slots[i].used)
+                    free_slot = &s->slots[i];
+            if (free_slot)
+                break;
+            pthread_cond_wait(&s->cv, &s->mu);
+        }
+        free_slot->used = true;
+        free_slot->done = false;
+        free_slot->fd = fd;
+        if (pthread_create(&free_slot->thread, NULL, conn_thread, free_slot) != 0) {
+            free_slot->used = false;
+            free_slot->fd = -1;
+            free_slot = NULL;
         }
         pthread_mutex_unlock(&s->mu);
         if (!free_slot) { /* no thread could be created */
@@ -238,16 +239,13 @@ pool_worker(struct tcpmsg_server *s, struct tcpmsg__slot *slot)
         int fd = take(s, &reserve);
         if (fd < 0 || !tcpmsg__admit(s, fd))
             continue;
-        /* POOL process: the flag says this worker holds a slot, so that the parent gives it
-         * back if the worker dies. It is set after the slot is taken and cleared before it
-         * is given back: a worker killed in between leaks a slot at worst, never gives one
-         * back twice. */
-        if (s->pool_busy)
-            atomic_store(s->pool_busy, 1);
-        tcpmsg__serve_blocking(s, fd, slot);
-        if (s->pool_busy)
-            atomic_store(s->pool_busy, 0);
-        tcpmsg__release(s);
+        /* POOL process: the flag says this worker holds a slot, so that the watcher gives it
+         * back if the worker dies holding it; whoever clears the flag (atomic exchange)
+         * gives the slot back, so it is given back once. A worker killed between admit and
+         * here leaks a slot at worst. */
+        if (s->slot_flag)
+            atomic_store(s->slot_flag, 1);
+        tcpmsg__serve_blocking(s, fd, slot); /* gives the slot back */
     }
     tcpmsg_sock_close(reserve);
     close(ep);
@@ -353,14 +351,50 @@ pidfd_of(pid_t pid)
 struct child {
     pid_t pid;
     int pidfd; /* readable once the child exited; -1 where pidfd_open is missing */
-    int busy;  /* POOL: the worker's index in the busy table; -1 for FORK executors */
+    int index; /* its entry in the slot table */
 };
 
 struct children {
     struct child *c;
     struct pollfd *p; /* one per child, then room for 2 more */
     int n, cap;
+    _Atomic int *table; /* MAP_SHARED, one flag per child index: "holds a connection slot" */
+    bool *taken;        /* the watcher's own: index given to a live child */
+    int size;           /* entries of both */
 };
+
+/* The table of slot flags shared with the children (FORK: max_conns entries, POOL: one per
+ * worker). */
+static int
+table_open(struct children *ch, int size)
+{
+    ch->table = mmap(NULL, (size_t)size * sizeof *ch->table, PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (ch->table == MAP_FAILED) {
+        ch->table = NULL;
+        return -ENOMEM;
+    }
+    ch->taken = calloc((size_t)size, sizeof *ch->taken);
+    if (!ch->taken) {
+        munmap(ch->table, (size_t)size * sizeof *ch->table);
+        ch->table = NULL;
+        return -ENOMEM;
+    }
+    for (int i = 0; i < size; i++)
+        atomic_init(&ch->table[i], 0);
+    ch->size = size;
+    return 0;
+}
+
+static void
+children_free(struct children *ch)
+{
+    if (ch->table)
+        munmap(ch->table, (size_t)ch->size * sizeof *ch->table);
+    free(ch->taken);
+    free(ch->c);
+    free(ch->p);
+}
 
 /* The poll set: each child's pidfd, followed by `extra` entries for the caller. */
 static struct pollfd *
@@ -400,15 +434,21 @@ collect(struct children *ch, struct pollfd *p, void (*on_exit)(void *, const str
     }
 }
 
-/* A child ended: FORK gives its connection slot back; POOL gives back the slot of a worker
- * that died holding one (its table entry says so). */
+struct gone_ctx {
+    struct tcpmsg_server *s;
+    struct children *ch;
+};
+
+/* A child ended: the slot it still held (it died holding it) is given back, and its index
+ * is free again. */
 static void
 child_gone(void *arg, const struct child *k, int status)
 {
-    struct tcpmsg_server *s = arg;
+    const struct gone_ctx *g = arg;
     (void)status;
-    if (k->busy < 0 || atomic_exchange(&s->pool_busy[k->busy], 0))
-        tcpmsg__release(s);
+    if (atomic_exchange(&g->ch->table[k->index], 0))
+        tcpmsg__release(g->s);
+    g->ch->taken[k->index] = false;
 }
 
 /* Stops the children: the drain time to finish, then SIGKILL; reaps them all. A child keeps
@@ -433,10 +473,9 @@ end_children(struct tcpmsg_server *s, struct children *ch)
             killed = true;
         }
         poll(p, (nfds_t)ch->n, killed ? 50 : (left < 50 ? left : 50));
-        collect(ch, p, child_gone, s);
+        struct gone_ctx g = {s, ch};
+        collect(ch, p, child_gone, &g);
     }
-    free(ch->c);
-    free(ch->p);
 }
 
 static int
@@ -458,11 +497,12 @@ grow(struct children *ch)
 }
 
 static int
-add_child(struct children *ch, pid_t pid, int busy)
+add_child(struct children *ch, pid_t pid, int index)
 {
     if (grow(ch) < 0)
         return -ENOMEM;
-    ch->c[ch->n++] = (struct child){pid, pidfd_of(pid), busy};
+    ch->c[ch->n++] = (struct child){pid, pidfd_of(pid), index};
+    ch->taken[index] = true;
     return 0;
 }
 
@@ -482,12 +522,27 @@ wait_children(struct tcpmsg_server *s, struct children *ch, int extra)
 
 /* ---- FORK ------------------------------------------------------------------------------- */
 
-/* The watcher accounts for the connection slots: taken when it accepts, given back when it
- * reaps the executor, so that an executor that crashes cannot leak one. */
+/* A free index of the slot table, -1 if none. */
+static int
+free_index(const struct children *ch)
+{
+    for (int i = 0; i < ch->size; i++)
+        if (!ch->taken[i])
+            return i;
+    return -1;
+}
+
+/* The watcher takes the connection slot when it accepts; the executor gives it back just
+ * before it closes the connection, or the watcher does when it reaps an executor that died
+ * holding it (its flag in the table says so), so that a crash cannot leak one. */
 int
 tcpmsg__run_fork(struct tcpmsg_server *s)
 {
     struct children ch = {0};
+    /* Room for max_conns executors and as many that gave their slot back and are still
+     * ending: an index stays taken until its executor is reaped. */
+    if (table_open(&ch, 2 * s->cfg.max_conns + 64) < 0)
+        return -ENOMEM;
     int reserve = tcpmsg_sock_reserve();
     while (!tcpmsg__stopping(s)) {
         /* The watcher waits for a connection, the stop, or an executor's end. */
@@ -501,49 +556,62 @@ tcpmsg__run_fork(struct tcpmsg_server *s)
         if (wait_children(s, &ch, 2) < 0)
             continue;
         bool readable = p[ch.n].revents != 0;
-        collect(&ch, p, child_gone, s);
+        struct gone_ctx g = {s, &ch};
+        collect(&ch, p, child_gone, &g);
         if (!readable || tcpmsg__stopping(s))
             continue;
         int fd = take(s, &reserve);
         if (fd < 0 || !tcpmsg__admit(s, fd))
             continue;
+        int index = free_index(&ch);
+        if (index < 0) { /* that many executors still ending: refused as over the limit */
+            tcpmsg__release(s);
+            atomic_fetch_add(&s->n->refused, 1);
+            tcpmsg__log(s, TCPMSG_EV_REFUSED, TCPMSG_EFULL, fd);
+            tcpmsg_sock_close(fd);
+            continue;
+        }
+        atomic_store(&ch.table[index], 1);
         sigset_t old;
         pid_t pid = fork_blocked(&old);
         if (pid == 0) {
             /* The executor: serves this client and nothing else. */
             child_setup(s, &old);
+            s->slot_flag = &ch.table[index];
             close(s->lfd);
             tcpmsg_sock_close(reserve);
-            tcpmsg__serve_blocking(s, fd, NULL);
+            tcpmsg__serve_blocking(s, fd, NULL); /* gives the slot back */
             worker_exit(0);
         }
         int e = errno;
         tcpmsg_sock_close(fd); /* the executor has its copy */
-        if (pid < 0 || add_child(&ch, pid, -1) < 0) {
+        if (pid < 0 || add_child(&ch, pid, index) < 0) {
             if (pid > 0) {
                 kill(pid, SIGKILL);
                 waitpid(pid, NULL, 0);
             }
-            tcpmsg__release(s);
+            if (atomic_exchange(&ch.table[index], 0))
+                tcpmsg__release(s);
             tcpmsg__log(s, TCPMSG_EV_ACCEPT, pid < 0 ? -e : -ENOMEM, -1);
         }
     }
     noticed_stop(s);
     tcpmsg_sock_close(reserve);
     end_children(s, &ch);
+    children_free(&ch);
     return 0;
 }
 
 /* ---- POOL ------------------------------------------------------------------------------- */
 
 static pid_t
-spawn_worker(struct tcpmsg_server *s, _Atomic int *busy, int index)
+spawn_worker(struct tcpmsg_server *s, struct children *ch, int index)
 {
     sigset_t old;
     pid_t pid = fork_blocked(&old);
     if (pid == 0) {
         child_setup(s, &old);
-        s->pool_busy = &busy[index];
+        s->slot_flag = &ch->table[index];
         pool_worker(s, NULL);
         worker_exit(0);
     }
@@ -551,8 +619,8 @@ spawn_worker(struct tcpmsg_server *s, _Atomic int *busy, int index)
 }
 
 struct replaced {
-    struct tcpmsg_server *s;
-    int *died; /* busy-table indexes of the workers to replace (n of them, at most workers) */
+    struct gone_ctx g;
+    int *died; /* table indexes of the workers to replace (n of them, at most workers) */
     int n;
 };
 
@@ -560,10 +628,10 @@ static void
 worker_died(void *arg, const struct child *k, int status)
 {
     struct replaced *r = arg;
-    child_gone(r->s, k, status);
-    r->died[r->n++] = k->busy;
-    atomic_fetch_add(&r->s->n->workers_replaced, 1);
-    tcpmsg__log(r->s, TCPMSG_EV_WORKER, status, -1);
+    child_gone(&r->g, k, status);
+    r->died[r->n++] = k->index;
+    atomic_fetch_add(&r->g.s->n->workers_replaced, 1);
+    tcpmsg__log(r->g.s, TCPMSG_EV_WORKER, status, -1);
 }
 
 static int
@@ -599,30 +667,20 @@ tcpmsg__run_pool(struct tcpmsg_server *s)
     if (s->cfg.pool_threads)
         return run_pool_threads(s);
 
-    /* One flag per worker in shared memory: set while it holds a connection slot. */
+    /* One slot flag per worker, at the worker's index (a replacement takes its place). */
     int nw = s->cfg.workers;
-    size_t table = (size_t)nw * sizeof(_Atomic int);
-    _Atomic int *busy =
-        mmap(NULL, table, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (busy == MAP_FAILED)
-        return -ENOMEM;
+    struct children ch = {0};
     int *died = malloc((size_t)nw * sizeof *died);
-    if (!died) {
-        munmap(busy, table);
+    if (!died || table_open(&ch, nw) < 0) {
+        free(died);
         return -ENOMEM;
     }
-    for (int i = 0; i < nw; i++)
-        atomic_init(&busy[i], 0);
-    s->pool_busy = busy; /* the parent's view: child_gone reads the table */
-    struct children ch = {0};
     for (int i = 0; i < nw; i++) {
-        pid_t pid = spawn_worker(s, busy, i);
+        pid_t pid = spawn_worker(s, &ch, i);
         if (pid < 0 || add_child(&ch, pid, i) < 0)
             break;
     }
-    int result = 0;
-    if (ch.n == 0)
-        result = -EAGAIN;
+    int result = ch.n == 0 ? -EAGAIN : 0;
     while (ch.n > 0 && !tcpmsg__stopping(s)) {
         struct pollfd *p = poll_set(&ch);
         p[ch.n] = (struct pollfd){.fd = s->wakefd, .events = POLLIN};
@@ -630,10 +688,10 @@ tcpmsg__run_pool(struct tcpmsg_server *s)
         if (tcpmsg__stopping(s))
             break;
         /* A dead worker is replaced in its place of the table, so the pool keeps its size. */
-        struct replaced rep = {s, died, 0};
+        struct replaced rep = {{s, &ch}, died, 0};
         collect(&ch, p, worker_died, &rep);
         for (int i = 0; i < rep.n; i++) {
-            pid_t pid = spawn_worker(s, busy, rep.died[i]);
+            pid_t pid = spawn_worker(s, &ch, rep.died[i]);
             if (pid > 0 && add_child(&ch, pid, rep.died[i]) < 0) {
                 kill(pid, SIGKILL);
                 waitpid(pid, NULL, 0);
@@ -643,12 +701,8 @@ tcpmsg__run_pool(struct tcpmsg_server *s)
     if (result == 0) {
         noticed_stop(s);
         end_children(s, &ch);
-    } else {
-        free(ch.c);
-        free(ch.p);
     }
-    s->pool_busy = NULL;
-    munmap(busy, table);
+    children_free(&ch);
     free(died);
     return result;
 }

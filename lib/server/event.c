@@ -103,6 +103,9 @@ destroy_conn(struct worker *w, struct econn *e, bool reset)
             *p = e->next_pending;
     }
     epoll_ctl(w->ep, EPOLL_CTL_DEL, e->fd, NULL);
+    /* The slot is given back before the peer can see the end: a client told "closed" that
+     * connects again at once must not meet max_conns (another worker may accept it). */
+    atomic_fetch_sub(&w->s->n->active, 1);
     if (reset)
         tcpmsg_conn_reset(e->c);
     else
@@ -114,7 +117,6 @@ destroy_conn(struct worker *w, struct econn *e, bool reset)
     if (e->next)
         e->next->prev = e->prev;
     w->nconns--;
-    atomic_fetch_sub(&w->s->n->active, 1);
     free(e);
 }
 
@@ -231,15 +233,8 @@ accept_some(struct worker *w)
             return;
         }
         atomic_fetch_add(&s->n->accepted, 1);
-        /* The slot is taken before the check, so that workers accepting at the same
-         * time cannot pass max_conns together. */
-        if (atomic_fetch_add(&s->n->active, 1) >= (uint64_t)s->cfg.max_conns) {
-            atomic_fetch_sub(&s->n->active, 1);
-            atomic_fetch_add(&s->n->refused, 1);
-            tcpmsg__log(s, TCPMSG_EV_REFUSED, TCPMSG_EFULL, fd);
-            tcpmsg_sock_close(fd);
+        if (!tcpmsg__admit(s, fd))
             continue;
-        }
         /* The socket stays blocking: with TCPMSG_NOWAIT every call of the connection uses
          * MSG_DONTWAIT, which saves two fcntl calls per connection. */
         struct tcpmsg_conn_opts o = tcpmsg__conn_opts(s);

@@ -62,6 +62,13 @@ tcpmsg__release(struct tcpmsg_server *s)
 }
 
 void
+tcpmsg__release_held(struct tcpmsg_server *s)
+{
+    if (!s->slot_flag || atomic_exchange(s->slot_flag, 0))
+        tcpmsg__release(s);
+}
+
+void
 tcpmsg_server_stop(struct tcpmsg_server *s)
 {
     if (!s)
@@ -259,6 +266,7 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
         o.flush = TCPMSG_FLUSH_BATCH; /* the dialog's own sends write, under its deadlines */
     struct tcpmsg_conn *c;
     if (tcpmsg_conn_open(&c, fd, &s->codec, &o) < 0) {
+        tcpmsg__release_held(s);
         tcpmsg_sock_close(fd);
         return;
     }
@@ -299,6 +307,7 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
      * reset. A peer that misbehaved or stalled is not waited for either: what the socket
      * takes now is written, what has arrived is read, and it is closed (waiting would let
      * it push data at full speed into the close's drain). */
+    tcpmsg__release_held(s); /* before the peer can see the end and connect again */
     if (sv.drop) {
         tcpmsg_conn_reset(c);
     } else if (reason == -ESHUTDOWN || tcpmsg__stopping(s)) {

@@ -48,9 +48,11 @@ struct tcpmsg_server {
     _Atomic int64_t drain_deadline; /* set when the stop is noticed, read by every thread */
     bool in_child; /* this copy runs in a forked worker process (FORK, POOL processes) */
     bool max_conns_set; /* max_conns came from the user (POOL's default bound is workers) */
-    _Atomic int *pool_busy; /* POOL process: this worker's flag in the parent's table, set
-                               while it holds a connection slot (released by the parent if
-                               the worker dies holding it) */
+    _Atomic int *slot_flag; /* in a worker process (FORK executor, POOL worker): its entry in
+                               the watcher's shared table, 1 while it holds a connection
+                               slot; whoever clears it gives the slot back, the worker
+                               before it closes the connection or the watcher when it reaps
+                               a worker that died holding one. NULL: threads */
 
     bool signals;
     struct sigaction old_int, old_term;
@@ -100,11 +102,15 @@ void tcpmsg__log(const struct tcpmsg_server *s, enum tcpmsg_server_event ev, int
 /* Adds a finished connection's counters and outcome. */
 void tcpmsg__account(struct tcpmsg_server *s, const struct tcpmsg_conn *c, int reason);
 /* Takes one of the max_conns connection slots for fd (true), or refuses fd: closed at once,
- * counted as refused, logged with TCPMSG_EFULL (false). tcpmsg__release gives a slot back. */
+ * counted as refused, logged with TCPMSG_EFULL (false). tcpmsg__release gives a slot back;
+ * tcpmsg__release_held gives back the slot this process holds (through slot_flag in a
+ * worker process, at most once). */
 bool tcpmsg__admit(struct tcpmsg_server *s, int fd);
 void tcpmsg__release(struct tcpmsg_server *s);
-/* Serves one admitted connection with the blocking loop; takes fd (not the slot: the
- * caller releases it). `slot` (may be NULL) records the fd while it is served. */
+void tcpmsg__release_held(struct tcpmsg_server *s);
+/* Serves one admitted connection with the blocking loop; takes fd and the slot, which it
+ * gives back before the peer can see the end (so that a client told "closed" can connect
+ * again at once). `slot` (may be NULL) records the fd while it is served. */
 void tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slot);
 /* Shuts down the reading side of every connection in a slot (threads' dialog handlers). */
 void tcpmsg__shutdown_slots(struct tcpmsg_server *s, int how);

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -72,6 +74,32 @@ writer_main(void *arg)
     else if (!w->keep_open)
         shutdown(w->fd, SHUT_WR);
     return NULL;
+}
+
+/* Waits (bounded) until fd's TCP state is CLOSE: its peer reset the connection. */
+static bool
+eventually_closed(int fd)
+{
+    int64_t dl = tcpmsg_deadline_in(20000);
+    for (;;) {
+        struct tcp_info ti;
+        socklen_t len = sizeof ti;
+        if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && ti.tcpi_state == TCP_CLOSE)
+            return true;
+        if (tcpmsg_deadline_left(dl) == 0)
+            return false;
+        poll(NULL, 0, 2); /* polling a state, not timing anything */
+    }
+}
+
+/* The default framing, a 4-byte length. */
+static const struct tcpmsg_codec *
+len4(void)
+{
+    static struct tcpmsg_codec c;
+    if (!tcpmsg_codec_kind(&c))
+        ck_assert_int_eq(tcpmsg_codec_init_length(&c, NULL), 0);
+    return &c;
 }
 
 /* A conn on one end of a fresh loopback pair; *peer is the raw other end. */
@@ -238,6 +266,114 @@ START_TEST(sendv_and_header_fields)
     tcpmsg_conn_close(c, TCPMSG_NOWAIT);
     close(peer);
     close(p2);
+}
+END_TEST
+
+START_TEST(large_frame_in_many_pieces)
+{
+    /* A frame over copy_max in 40 pieces: one writev of more iovecs than the stack holds,
+     * from the caller's memory; the peer gets the pieces in order. */
+    int peer;
+    struct tcpmsg_conn *c = conn_pair(len4(), NULL, &peer);
+    enum { PIECES = 40, PIECE = 1000 };
+    static uint8_t data[PIECES * PIECE];
+    nt_fill(data, sizeof data, 40);
+    struct iovec v[PIECES];
+    for (int i = 0; i < PIECES; i++)
+        v[i] = (struct iovec){data + i * PIECE, PIECE};
+    ck_assert_int_eq(tcpmsg_conn_sendv(c, v, PIECES, LONG_WAIT), 0);
+    uint8_t head[4], got[sizeof data];
+    ck_assert(nt_recv_all(peer, head, 4));
+    ck_assert_uint_eq(tcpmsg_wire_get_u32(head), sizeof data);
+    ck_assert(nt_recv_all(peer, got, sizeof got));
+    ck_assert_int_eq(memcmp(got, data, sizeof data), 0);
+    tcpmsg_conn_close(c, TCPMSG_NOWAIT);
+    close(peer);
+}
+END_TEST
+
+START_TEST(bad_arguments)
+{
+    /* Every call refuses what it cannot use with -EINVAL (or resets its outputs), never
+     * crashes; none of these changes the stream. */
+    int peer;
+    struct tcpmsg_conn *c = conn_pair(len4(), NULL, &peer);
+    uint8_t b[8];
+    struct tcpmsg_frame f;
+    ck_assert_int_eq(tcpmsg_conn_read_exact(NULL, b, 1, LONG_WAIT), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_read_exact(c, NULL, 1, LONG_WAIT), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_read_until(c, "\n", 1, 0, NULL, LONG_WAIT), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_read_until(NULL, "\n", 1, 0, &f, LONG_WAIT), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_read_until(c, "0123456789abcdefg", 17, 0, &f, LONG_WAIT),
+                     -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_read_some(NULL, b, 1, LONG_WAIT), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_flush(NULL, LONG_WAIT), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_shutdown(NULL, LONG_WAIT), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_error(NULL), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_send(NULL, "x", 1, LONG_WAIT), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_send(c, NULL, 1, LONG_WAIT), -EINVAL);
+    struct iovec bad = {NULL, 3};
+    ck_assert_int_eq(tcpmsg_conn_sendv(c, &bad, 1, LONG_WAIT), -EINVAL);
+    struct iovec huge[2] = {{b, SIZE_MAX}, {b, 2}};
+    ck_assert_int_eq(tcpmsg_conn_sendv(c, huge, 2, LONG_WAIT), -EMSGSIZE); /* sum wraps */
+    ck_assert_int_eq(tcpmsg_conn_write_all(NULL, "x", 1, LONG_WAIT), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_output_done(c, 1), -EINVAL); /* it has a socket */
+    ck_assert_int_eq(tcpmsg_conn_output_done(NULL, 0), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_feed(c, "x", 1), -EINVAL); /* it has a socket */
+    ck_assert_uint_eq(tcpmsg_conn_output(NULL, NULL), 0);
+    ck_assert_uint_eq(tcpmsg_conn_buffered(NULL), 0);
+    ck_assert_int_eq(tcpmsg_conn_fd(NULL), -1);
+    ck_assert_ptr_null(tcpmsg_conn_user(NULL));
+    tcpmsg_conn_set_user(NULL, b);
+    struct tcpmsg_conn_stats st;
+    memset(&st, 0xff, sizeof st);
+    tcpmsg_conn_stats(NULL, &st);
+    ck_assert_uint_eq(st.msgs_in, 0);
+    tcpmsg_conn_stats(c, NULL);
+    struct tcpmsg_conn *none = (struct tcpmsg_conn *)1;
+    ck_assert_int_eq(tcpmsg_conn_connect(NULL, "127.0.0.1", "1", NULL, NULL, LONG_WAIT),
+                     -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_accept(NULL, -1, NULL, NULL, NULL, LONG_WAIT), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_accept(&none, -1, NULL, NULL, NULL, TCPMSG_NOWAIT), -EBADF);
+    ck_assert_ptr_null(none);
+    ck_assert_int_eq(tcpmsg_conn_open(NULL, -1, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_open(&none, -2, NULL, NULL), -EINVAL);
+    /* The connection still works. */
+    ck_assert_int_eq(tcpmsg_conn_send(c, "ok", 2, LONG_WAIT), 0);
+    ck_assert(nt_recv_all(peer, b, 6));
+    ck_assert_int_eq(memcmp(b, "\0\0\0\2ok", 6), 0);
+    tcpmsg_conn_close(c, TCPMSG_NOWAIT);
+    close(peer);
+}
+END_TEST
+
+START_TEST(close_nowait_reads_a_bounded_amount)
+{
+    /* close(NOWAIT) reads what has arrived, but at most 64 reads: a peer that has pushed
+     * more than that gets a reset instead of holding the close. */
+    int peer;
+    struct tcpmsg_conn_opts small = {.recv_buffer = 4096}; /* 64 reads: 256 KiB */
+    struct tcpmsg_conn *c = conn_pair(len4(), &small, &peer);
+    int big = 1 << 20;
+    ck_assert_int_eq(setsockopt(peer, SOL_SOCKET, SO_SNDBUF, &big, sizeof big), 0);
+    ck_assert_int_eq(fcntl(peer, F_SETFL, O_NONBLOCK), 0);
+    static uint8_t junk[65536];
+    size_t pushed = 0;
+    for (;;) { /* until both kernels' buffers are full */
+        ssize_t n = send(peer, junk, sizeof junk, MSG_NOSIGNAL);
+        if (n < 0) {
+            ck_assert_int_eq(errno, EAGAIN);
+            break;
+        }
+        pushed += (size_t)n;
+    }
+    ck_assert_uint_gt(pushed, 2 * 64 * 4096);
+    tcpmsg_conn_close(c, TCPMSG_NOWAIT);
+    /* Data was left unread, so the close reset the connection after its FIN: the peer's
+     * socket goes from CLOSE_WAIT (the FIN) to CLOSE (the reset). A close that had read
+     * everything would leave it in CLOSE_WAIT. */
+    ck_assert_msg(eventually_closed(peer), "the peer saw no reset");
+    close(peer);
 }
 END_TEST
 
@@ -676,6 +812,18 @@ START_TEST(raw_helpers)
     ck_assert(nt_recv_all(peer, body, 4));
     ck_assert_int_eq(memcmp(body, "raw!", 4), 0);
 
+    /* Nothing buffered: read_some waits for what arrives next, under its deadline. */
+    uint8_t some[8];
+    ck_assert_int_eq(tcpmsg_conn_read_exact(c, some, 3, LONG_WAIT), 3); /* "xyz" */
+    ck_assert_uint_eq(tcpmsg_conn_buffered(c), 0);
+    ck_assert_int_eq(tcpmsg_conn_read_some(c, some, sizeof some, TCPMSG_NOWAIT), -ETIMEDOUT);
+    ck_assert(nt_send_all(peer, "later", 5));
+    ck_assert_int_eq(tcpmsg_conn_read_some(c, some, sizeof some, LONG_WAIT), 5);
+    ck_assert_int_eq(memcmp(some, "later", 5), 0);
+    ck_assert_int_eq(tcpmsg_conn_read_some(c, NULL, 1, LONG_WAIT), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_read_some(c, some, 0, LONG_WAIT), -EINVAL);
+    ck_assert(nt_send_all(peer, "xyz", 3)); /* as before, for the end below */
+
     /* The end: what is left stays readable, then a clean end. */
     close(peer);
     ck_assert_int_eq(tcpmsg_conn_read_exact(c, body, 10, LONG_WAIT), -EPROTO);
@@ -690,7 +838,7 @@ START_TEST(raw_helpers)
     tcpmsg_conn_stats(c, &st);
     ck_assert_uint_eq(st.msgs_out, 0);
     ck_assert_uint_eq(st.bytes_out, 4);
-    ck_assert_uint_eq(st.bytes_in, 20);
+    ck_assert_uint_eq(st.bytes_in, 28);
     tcpmsg_conn_close(c, LONG_WAIT);
 }
 END_TEST
@@ -1028,6 +1176,9 @@ make_suite(void)
     tcase_set_timeout(t, 120);
     tcase_add_loop_test(t, roundtrip_every_codec, 0, (int)(sizeof rt_cases / sizeof rt_cases[0]));
     tcase_add_test(t, sendv_and_header_fields);
+    tcase_add_test(t, large_frame_in_many_pieces);
+    tcase_add_test(t, bad_arguments);
+    tcase_add_test(t, close_nowait_reads_a_bounded_amount);
     tcase_add_test(t, ten_thousand_pipelined);
     tcase_add_test(t, batch_flushes_before_waiting);
     tcase_add_test(t, peer_writes_one_byte_at_a_time);

@@ -379,6 +379,19 @@ START_TEST(tuple_matches_ss)
     char tiny[8];
     ck_assert_int_eq(tcpmsg_addr_tuple(c, tiny, sizeof tiny), -ENOBUFS);
     ck_assert_str_eq(tiny, "");
+    /* Room for every length short of the whole: -ENOBUFS and "" (never half a tuple);
+     * exactly the whole: the tuple. */
+    size_t whole = strlen(ct);
+    for (size_t cap = 1; cap <= whole; cap++) {
+        char cut[TCPMSG_TUPLE_STRLEN];
+        memset(cut, 'x', sizeof cut);
+        ck_assert_int_eq(tcpmsg_addr_tuple(c, cut, cap), -ENOBUFS);
+        ck_assert_str_eq(cut, "");
+    }
+    char exact[TCPMSG_TUPLE_STRLEN];
+    ck_assert_int_eq(tcpmsg_addr_tuple(c, exact, whole + 1), (int)whole);
+    ck_assert_str_eq(exact, ct);
+    ck_assert_int_eq(tcpmsg_addr_tuple(c, NULL, 10), -ENOBUFS);
     ck_assert_int_eq(tcpmsg_addr_tuple(-1, ct, sizeof ct), -EBADF);
     close(c);
     close(s);

@@ -606,6 +606,8 @@ START_TEST(delim_encode)
     ck_assert_uint_eq(e.tail_len, 1);
     ck_assert_uint_eq(e.tail[0], '\n');
     ck_assert_int_eq(tcpmsg_codec_encode(&c, "hello!", 6, &e), -EMSGSIZE);
+    ck_assert_uint_eq(tcpmsg_codec_frame_size(&c, 5), 6);
+    ck_assert_uint_eq(tcpmsg_codec_frame_size(&c, 6), 0); /* over the limit */
     ck_assert_int_eq(tcpmsg_codec_encode(&c, "a\nb", 3, &e), -EINVAL);
     ck_assert_int_eq(tcpmsg_codec_encode(&c, "a\rb", 3, &e), 0); /* LF mode: CR is data */
     ck_assert_int_eq(tcpmsg_codec_encode(&c, NULL, 0, &e), 0);
@@ -674,6 +676,8 @@ START_TEST(fixed_encode)
     struct tcpmsg_codec c;
     struct tcpmsg_encoded e;
     ck_assert_int_eq(tcpmsg_codec_init_fixed(&c, NULL), -EINVAL);
+    ck_assert_int_eq(tcpmsg_codec_init_fixed(NULL, &(struct tcpmsg_fixed_config){.size = 4}),
+                     -EINVAL);
     ck_assert_int_eq(tcpmsg_codec_init_fixed(&c, &(struct tcpmsg_fixed_config){.size = 0}),
                      -EINVAL);
     ck_assert_int_eq(tcpmsg_codec_init_fixed(&c, &(struct tcpmsg_fixed_config){.size = 4}), 0);
@@ -681,6 +685,9 @@ START_TEST(fixed_encode)
     ck_assert_uint_eq(e.head_len + e.tail_len + e.pad_len, 0);
     ck_assert_int_eq(tcpmsg_codec_encode(&c, "abc", 3, &e), -EINVAL);
     ck_assert_int_eq(tcpmsg_codec_encode(&c, "abcde", 5, &e), -EMSGSIZE);
+    ck_assert_int_eq(tcpmsg_codec_encode(&c, "abcd", 4, NULL), -EINVAL);
+    uint8_t four[4];
+    ck_assert_int_eq(tcpmsg_codec_write(&c, "abcde", 5, four, sizeof four), -EMSGSIZE);
     ck_assert_uint_eq(tcpmsg_codec_frame_size(&c, 3), 0);
 
     /* Padding, including an empty record. */
