@@ -849,6 +849,19 @@ scaled_ms(int ms)
     return getenv("TCPMSG_VALGRIND") ? 5 * ms : ms;
 }
 
+/* Stops s and waits for run to return; returns the milliseconds that took, and says them. */
+static int64_t
+timed_stop(struct tcpmsg_server *s, const char *test, const struct model *m, int drain_ms)
+{
+    int64_t t0 = tcpmsg_now_ms();
+    tcpmsg_server_stop(s);
+    ck_assert_int_eq(tcpmsg_server_wait(s), 0);
+    int64_t took = tcpmsg_now_ms() - t0;
+    fprintf(stderr, "%s: %s returned %lld ms after the stop (drain_ms %d)\n", test, m->name,
+            (long long)took, drain_ms);
+    return took;
+}
+
 START_TEST(stop_does_not_wait_for_a_half_frame)
 {
     /* At stop a connection reads what has arrived, answers its whole frames, and is closed
@@ -867,12 +880,7 @@ START_TEST(stop_does_not_wait_for_a_half_frame)
     ck_assert(nt_send_all(fd, half, sizeof half));
     int want = 1;
     ck_assert(eventually(handled, &want));
-    int64_t t0 = tcpmsg_now_ms();
-    tcpmsg_server_stop(s);
-    ck_assert_int_eq(tcpmsg_server_wait(s), 0);
-    int64_t took = tcpmsg_now_ms() - t0;
-    fprintf(stderr, "stop_does_not_wait_for_a_half_frame: %s returned %lld ms after the stop "
-                    "(drain_ms %d)\n", m->name, (long long)took, cfg.drain_ms);
+    int64_t took = timed_stop(s, "stop_does_not_wait_for_a_half_frame", m, cfg.drain_ms);
     ck_assert_msg(took < scaled_ms(1000), "%s: the stop took %lld ms", m->name, (long long)took);
     ck_assert_int_eq(nt_drain(fd), 0); /* FIN: the end, with nothing after the reply */
     close(fd);
@@ -1349,12 +1357,7 @@ START_TEST(stop_is_bounded_by_drain_ms)
     ck_assert(nt_send_all(fd, frame, sizeof frame));
     int want = 1;
     ck_assert(eventually(handled, &want));
-    int64_t t0 = tcpmsg_now_ms();
-    tcpmsg_server_stop(s);
-    ck_assert_int_eq(tcpmsg_server_wait(s), 0);
-    int64_t took = tcpmsg_now_ms() - t0;
-    fprintf(stderr, "stop_is_bounded_by_drain_ms: %s returned %lld ms after the stop "
-                    "(drain_ms %d)\n", m->name, (long long)took, cfg.drain_ms);
+    int64_t took = timed_stop(s, "stop_is_bounded_by_drain_ms", m, cfg.drain_ms);
     ck_assert_msg(took >= cfg.drain_ms - 20, "%s: the replies did not get their drain time "
                   "(%lld ms)", m->name, (long long)took);
     ck_assert_msg(took < scaled_ms(5000), "%s: the stop took %lld ms", m->name, (long long)took);
