@@ -888,6 +888,35 @@ START_TEST(stop_does_not_wait_for_a_half_frame)
 }
 END_TEST
 
+START_TEST(a_worker_stuck_at_stop_is_killed)
+{
+    /* A handler that never returns (here: blocked reading a pipe nobody writes): a worker
+     * process is killed a grace second after drain_ms, and run returns. A thread cannot be
+     * killed: the THREAD, POOL threads and EVENT models wait for their handlers. */
+    const struct model *m = &models[_i];
+    if (!m->processes) {
+        fprintf(stderr, "a_worker_stuck_at_stop_is_killed: not applicable to %s (a thread "
+                        "cannot be killed)\n", m->name);
+        return;
+    }
+    ck_assert_int_eq(pipe(sh->hold), 0);
+    struct tcpmsg_server_config cfg = {.drain_ms = 200};
+    struct tcpmsg_server *s = start(m, &cfg, &echo);
+    struct tcpmsg_conn *c = client(s, NULL);
+    exchange(c, "served");
+    ck_assert_int_eq(tcpmsg_conn_send(c, "hold", 4, LONG_WAIT), 0);
+    int want = 2;
+    ck_assert(eventually(handled, &want)); /* stuck */
+    int64_t took = timed_stop(s, "a_worker_stuck_at_stop_is_killed", m, cfg.drain_ms);
+    ck_assert_msg(took >= cfg.drain_ms, "%s: killed after %lld ms", m->name, (long long)took);
+    assert_closed(c); /* the killed worker's socket closed with it */
+    tcpmsg_conn_close(c, TCPMSG_NOWAIT);
+    destroy_checked(s);
+    close(sh->hold[0]);
+    close(sh->hold[1]);
+}
+END_TEST
+
 static bool
 all_acked(void *arg)
 {
@@ -1401,6 +1430,7 @@ make_suite(void)
     tcase_add_loop_test(t, stop_does_not_wait_for_a_half_frame, 0, nmodels);
     tcase_add_loop_test(t, stop_answers_frames_received_while_busy, 0, nmodels);
     tcase_add_loop_test(t, stop_is_bounded_by_drain_ms, 0, nmodels);
+    tcase_add_loop_test(t, a_worker_stuck_at_stop_is_killed, 0, nmodels);
     tcase_add_loop_test(t, on_open_refuses, 0, nmodels);
     tcase_add_loop_test(t, stop_drains_received_frames, 0, nmodels);
     tcase_add_loop_test(t, sigterm_in_a_server_process, 0, nmodels);
