@@ -89,7 +89,8 @@ struct tcpmsg_handler {
 /* Events reported to the log callback. */
 enum tcpmsg_server_event {
     TCPMSG_EV_OPEN = 1,     /* a connection was accepted (code 0) */
-    TCPMSG_EV_CLOSE = 2,    /* a connection ended (code: the reason) */
+    TCPMSG_EV_CLOSE = 2,    /* a connection ended (code: the reason); logged once its
+                               max_conns slot is free again, just before its socket closes */
     TCPMSG_EV_REFUSED = 3,  /* a connection was refused: TCPMSG_EFULL, or on_open's code */
     TCPMSG_EV_ACCEPT = 4,   /* accept failed (code: -EMFILE, -ENFILE, ...) */
     TCPMSG_EV_WORKER = 5,   /* a worker process died and was replaced (code: its status) */

@@ -104,8 +104,11 @@ destroy_conn(struct worker *w, struct econn *e, bool reset)
     }
     epoll_ctl(w->ep, EPOLL_CTL_DEL, e->fd, NULL);
     /* The slot is given back before the peer can see the end: a client told "closed" that
-     * connects again at once must not meet max_conns (another worker may accept it). */
-    atomic_fetch_sub(&w->s->n->active, 1);
+     * connects again at once must not meet max_conns (another worker may accept it). The
+     * log says "closed" once it is back. */
+    tcpmsg__release(w->s);
+    if (e->closing)
+        tcpmsg__log(w->s, TCPMSG_EV_CLOSE, e->closing, e->fd);
     if (reset)
         tcpmsg_conn_reset(e->c);
     else
@@ -132,7 +135,6 @@ begin_close(struct worker *w, struct econn *e, int reason)
     struct tcpmsg_server *s = w->s;
     if (s->h.on_close)
         s->h.on_close(e->c, reason, s->h.user);
-    tcpmsg__log(s, TCPMSG_EV_CLOSE, reason, e->fd);
     tcpmsg__account(s, e->c, reason);
 }
 

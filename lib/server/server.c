@@ -281,16 +281,17 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
         tcpmsg__child.fd = fd;
     tcpmsg__log(s, TCPMSG_EV_OPEN, 0, fd);
     int reason = 0;
+    bool served = true;
     if (s->h.on_open && (reason = s->h.on_open(c, s->h.user)) < 0) {
         atomic_fetch_add(&s->n->refused, 1);
         tcpmsg__log(s, TCPMSG_EV_REFUSED, reason, fd);
+        served = false;
     } else {
         reason = s->h.dialog ? s->h.dialog(c, s->h.user) : message_loop(s, c, &sv);
         if (sv.drop)
             reason = sv.drop;
         if (s->h.on_close)
             s->h.on_close(c, reason, s->h.user);
-        tcpmsg__log(s, TCPMSG_EV_CLOSE, reason, fd);
         tcpmsg__account(s, c, reason);
     }
     if (s->in_child)
@@ -308,6 +309,8 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
      * takes now is written, what has arrived is read, and it is closed (waiting would let
      * it push data at full speed into the close's drain). */
     tcpmsg__release_held(s); /* before the peer can see the end and connect again */
+    if (served) /* after the slot is back: once "closed" is logged, it can be taken again */
+        tcpmsg__log(s, TCPMSG_EV_CLOSE, reason, fd);
     if (sv.drop) {
         tcpmsg_conn_reset(c);
     } else if (reason == -ESHUTDOWN || tcpmsg__stopping(s)) {

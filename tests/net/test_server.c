@@ -72,9 +72,20 @@ shared_setup(void)
     memset(sh, 0, sizeof *sh);
 }
 
+/* The server a test started and has not destroyed yet: the fixture's teardown destroys it
+ * if the test failed half-way (with CK_FORK=no, as under valgrind, a server left running
+ * would otherwise serve, and hold the output pipe, for the rest of the run). */
+static struct tcpmsg_server *live;
+static void destroy_unchecked(struct tcpmsg_server *s);
+
 static void
 shared_teardown(void)
 {
+    if (live) { /* the test failed before it destroyed its server */
+        destroy_unchecked(live);
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ;
+    }
     munmap(sh, sizeof *sh);
     nt_fd_teardown();
 }
@@ -203,11 +214,20 @@ start(const struct model *m, struct tcpmsg_server_config *cfg, const struct tcpm
     struct tcpmsg_server *s;
     ck_assert_int_eq(tcpmsg_server_create(&s, cfg, h), 0);
     sh->server = s;
+    live = s;
     ck_assert_int_eq(tcpmsg_server_start(s), 0);
     return s;
 }
 
 static void destroy_checked(struct tcpmsg_server *s);
+
+static void
+destroy_unchecked(struct tcpmsg_server *s)
+{
+    if (s == live)
+        live = NULL;
+    tcpmsg_server_destroy(s);
+}
 
 static void
 finish(struct tcpmsg_server *s)
@@ -221,7 +241,7 @@ finish(struct tcpmsg_server *s)
 static void
 destroy_checked(struct tcpmsg_server *s)
 {
-    tcpmsg_server_destroy(s);
+    destroy_unchecked(s);
     /* No zombie, no child left behind. */
     errno = 0;
     ck_assert_int_eq(waitpid(-1, NULL, WNOHANG), -1);
@@ -666,7 +686,7 @@ START_TEST(stop_drains_received_frames)
     assert_closed(c);
     tcpmsg_conn_close(c, LONG_WAIT);
     ck_assert_int_eq(tcpmsg_server_wait(s), 0);
-    tcpmsg_server_destroy(s);
+    destroy_unchecked(s);
     errno = 0;
     ck_assert_int_eq(waitpid(-1, NULL, WNOHANG), -1);
     int k = R_SHUTDOWN;
@@ -769,7 +789,7 @@ START_TEST(dialog_handler)
     assert_closed(c);
     tcpmsg_conn_close(c, LONG_WAIT);
     ck_assert_int_eq(tcpmsg_server_wait(s), 0);
-    tcpmsg_server_destroy(s);
+    destroy_unchecked(s);
     errno = 0;
     ck_assert_int_eq(waitpid(-1, NULL, WNOHANG), -1);
 }
@@ -1128,7 +1148,7 @@ START_TEST(event_room_broadcast_and_drop)
     tcpmsg_conn_close(b, LONG_WAIT);
     tcpmsg_server_stop(s);
     ck_assert_int_eq(tcpmsg_server_wait(s), 0);
-    tcpmsg_server_destroy(s);
+    destroy_unchecked(s);
 }
 END_TEST
 
@@ -1168,18 +1188,39 @@ free_fd(pid_t pid, int nth)
     return -1;
 }
 
+/* Open fds of process pid (/proc/PID/fd). */
+static int
+fd_count_of(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return pid == getpid() ? n - 1 : n; /* our own count includes the directory's fd */
+}
+
 struct fd_goal {
     struct tcpmsg_server *s;
-    int fds; /* this process's open fds */
+    int fds;       /* this process's open fds */
+    pid_t worker;  /* POOL process: the worker that served (0: none) */
+    int worker_fds; /* ... and its open fds once the connection is closed */
 };
 
+/* The connection is gone everywhere: the slot is back, and the process that served it has
+ * closed its socket (the slot is given back before the close, so both are waited for). */
 static bool
 settled(void *arg)
 {
     struct fd_goal *g = arg;
     struct tcpmsg_server_stats st;
     tcpmsg_server_stats(g->s, &st);
-    return st.active == 0 && nt_fd_count() == g->fds;
+    return st.active == 0 && nt_fd_count() == g->fds &&
+           (!g->worker || fd_count_of(g->worker) == g->worker_fds);
 }
 
 START_TEST(survives_running_out_of_fds)
@@ -1202,11 +1243,13 @@ START_TEST(survives_running_out_of_fds)
     struct tcpmsg_conn *c = client(s, NULL);
     exchange(c, "before");
     int during = nt_fd_count();
+    pid_t worker = in_worker ? (pid_t)atomic_load(&sh->worker_pid) : 0;
+    int worker_during = worker ? fd_count_of(worker) : 0;
     ck_assert_int_eq(tcpmsg_conn_close(c, LONG_WAIT), 0);
     /* Gone: the client's fd, and the server side's (FORK: the child's pidfd, where the
-     * kernel, or valgrind, has pidfd_open) in-process. */
+     * kernel, or valgrind, has pidfd_open) in-process, or the worker's socket. */
     int server_side = in_worker ? 0 : m->model != TCPMSG_MODEL_FORK || have_pidfd() ? 1 : 0;
-    struct fd_goal goal = {s, during - 1 - server_side};
+    struct fd_goal goal = {s, during - 1 - server_side, worker, worker_during - 1};
     ck_assert_msg(eventually(settled, &goal), "%d fds, expected %d", nt_fd_count(), goal.fds);
 
     /* The process that accepts gets a descriptor limit its next accept cannot fit under (in
@@ -1227,7 +1270,14 @@ START_TEST(survives_running_out_of_fds)
     /* The server cannot take it: it drops it (the client sees the end) instead of leaving
      * it queued and spinning on a listener that stays readable. */
     struct pollfd p = {.fd = fd, .events = POLLIN};
-    ck_assert_int_eq(poll(&p, 1, 60000), 1);
+    int ready = poll(&p, 1, 60000);
+    struct tcpmsg_server_stats st;
+    tcpmsg_server_stats(s, &st);
+    ck_assert_msg(ready == 1, "%s: not dropped (workers replaced: %llu, accepted %llu, "
+                  "accept errors %d (EMFILE %d), limit %d)", m->name,
+                  (unsigned long long)st.workers_replaced, (unsigned long long)st.accepted,
+                  atomic_load(&sh->events[TCPMSG_EV_ACCEPT]), atomic_load(&sh->accept_errors),
+                  (int)low.rlim_cur);
     char byte;
     ssize_t n = recv(fd, &byte, 1, 0);
     ck_assert_msg(n == 0 || (n < 0 && errno == ECONNRESET), "recv: %zd", n);
