@@ -1232,11 +1232,13 @@ START_TEST(survives_running_out_of_fds)
 {
     const struct model *m = &models[_i];
     bool in_worker = m->model == TCPMSG_MODEL_POOL && !m->pool_threads;
-    if (m->model == TCPMSG_MODEL_FORK && getenv("TCPMSG_VALGRIND")) {
-        /* valgrind keeps its own descriptor limit for the process (below the kernel's):
-         * lowered by prlimit in a process that forks, about one run in two the child
-         * serving the next client dies inside valgrind. Covered by the plain run. */
-        fprintf(stderr, "survives_running_out_of_fds: fork model not run under valgrind\n");
+    if (getenv("TCPMSG_VALGRIND")) {
+        /* valgrind keeps its own descriptor limit for the process (below the kernel's) and
+         * closes what the kernel gives above it; lowered and raised again by prlimit, it
+         * does not always follow (seen: FORK children dying inside valgrind, an ITERATIVE
+         * accept closed after the limit was restored). What this case would then test is
+         * valgrind's emulation, not the server: the plain, ASan and TSan runs cover it. */
+        fprintf(stderr, "survives_running_out_of_fds: %s not run under valgrind\n", m->name);
         return;
     }
     /* One worker: the one that served the first client has opened all it will open, so the
