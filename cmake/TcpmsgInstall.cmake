@@ -38,6 +38,15 @@ else()
         "/prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/prefix")
     set(TCPMSG_PC_PREFIX "\${pcfiledir}/${_tcpmsg_pc_up}")
 endif()
+# `pkg-config --variable=tls tcpmsg` says whether TLS is built; a static link then needs
+# OpenSSL's libraries, which Requires.private names.
+if(TCPMSG_HAVE_TLS)
+    set(TCPMSG_PC_TLS yes)
+    set(TCPMSG_PC_REQUIRES_PRIVATE "libssl libcrypto")
+else()
+    set(TCPMSG_PC_TLS no)
+    set(TCPMSG_PC_REQUIRES_PRIVATE "")
+endif()
 configure_file(${PROJECT_SOURCE_DIR}/cmake/tcpmsg.pc.in ${PROJECT_BINARY_DIR}/tcpmsg.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/tcpmsg.pc
     DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

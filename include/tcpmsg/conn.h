@@ -50,6 +50,7 @@
 #include "tcpmsg/deadline.h"
 #include "tcpmsg/error.h"
 #include "tcpmsg/sock.h"
+#include "tcpmsg/tls.h"
 #include "tcpmsg/version.h"
 
 #ifdef __cplusplus
@@ -292,6 +293,65 @@ TCPMSG_API void tcpmsg_conn_reset(struct tcpmsg_conn *c);
  * queued: flush first; nothing is freed), -EINVAL (rest or rest_len NULL).
  */
 TCPMSG_API int tcpmsg_conn_detach(struct tcpmsg_conn *c, void **rest, size_t *rest_len);
+
+/* ---- TLS (tcpmsg/tls.h) ------------------------------------------------------------------ */
+
+/* How a connection runs TLS: the context (its role says client or server) and, for a
+ * client, the name to ask for and verify and a session to resume. */
+struct tcpmsg_tls_params {
+    struct tcpmsg_tls_ctx *ctx;                /* required; the connection takes a reference */
+    const char *name;                          /* client: SNI and the name the certificate
+                                                  must carry (an IP address is checked as
+                                                  one, and not sent) [connect_tls: the host] */
+    const struct tcpmsg_tls_session *session;  /* client: resume this session [none] */
+    struct tcpmsg_tls_info *info;              /* optional: receives what was negotiated, or
+                                                  OpenSSL's words for the failure */
+};
+
+/*
+ * tcpmsg_conn_connect_tls - tcpmsg_conn_connect, then the TLS handshake, all under one
+ * deadline: verifies the server as the context says (the chain, and the name p->name or
+ * else host), sends SNI, offers ALPN, presents the context's certificate when the server
+ * asks, resumes p->session if given. Returns 0 with *out set (a connection whose send,
+ * recv, flush, shutdown and close work as for TCP, with frames encrypted), or the connect
+ * errors, -ETIMEDOUT, TCPMSG_ECERTUNTRUSTED, TCPMSG_ECERTEXPIRED, TCPMSG_ECERTNAME,
+ * TCPMSG_ETLSVERSION, TCPMSG_ETLSALERT (the server refused us), TCPMSG_ETLS, -EINVAL (no
+ * context, or a server context), -ENOTSUP (built without TLS). On failure nothing is left
+ * open and p->info (if set) says why. Blocks until the deadline at most.
+ */
+TCPMSG_API int tcpmsg_conn_connect_tls(struct tcpmsg_conn **out, const char *host,
+                                       const char *service, const struct tcpmsg_codec *codec,
+                                       const struct tcpmsg_conn_opts *opts,
+                                       const struct tcpmsg_tls_params *p, int64_t deadline);
+
+/*
+ * tcpmsg_conn_start_tls - puts TLS under an open connection (a client's or a server's, by
+ * the context's role) and runs the handshake until it completes or the deadline passes
+ * (TCPMSG_NOWAIT: starts it; an event loop continues with tcpmsg_conn_handshake when the
+ * socket is readable, or writable while tcpmsg_conn_output() is not 0). Nothing may have
+ * been received or queued on c yet (-EBUSY). Returns 0 (handshake done), -ETIMEDOUT (in
+ * progress), the TLS errors of tcpmsg_conn_connect_tls, TCPMSG_ECERTMISSING (server: the
+ * client sent no certificate and one is required), -EINVAL (no socket, already TLS, or a
+ * client context that checks names given no p->name). A TLS error is sticky on c; c stays
+ * the caller's to close. Blocks until the deadline; any thread that owns c.
+ * tcpmsg_conn_handshake - continues it: the same returns; 0 at once when done or plain.
+ */
+TCPMSG_API int tcpmsg_conn_start_tls(struct tcpmsg_conn *c, const struct tcpmsg_tls_params *p,
+                                     int64_t deadline);
+TCPMSG_API int tcpmsg_conn_handshake(struct tcpmsg_conn *c, int64_t deadline);
+
+/*
+ * tcpmsg_conn_tls_info - what c's handshake negotiated (version, cipher, ALPN, SNI, the
+ * peer's certificate subject, resumption) and OpenSSL's words for its last TLS failure.
+ * Returns 0, or -EINVAL (c does not run TLS: *out is zeroed). Never blocks.
+ * tcpmsg_conn_tls_session - a handle on c's session, to resume it with the next connect
+ * (params.session); the caller frees it with tcpmsg_tls_session_destroy. Returns 0,
+ * -ENOENT (none yet: a TLS 1.3 server sends it just after the handshake, so it arrives with
+ * the first reply; or the server gives none), -EINVAL (not TLS), -ENOMEM.
+ */
+TCPMSG_API int tcpmsg_conn_tls_info(const struct tcpmsg_conn *c, struct tcpmsg_tls_info *out);
+TCPMSG_API int tcpmsg_conn_tls_session(const struct tcpmsg_conn *c,
+                                       struct tcpmsg_tls_session **out);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,7 @@
  *   -EPIPE       writing to a connection the peer has closed
  *   -ENOMEM      out of memory
  *   TCPMSG_EAI_* name resolution failures (getaddrinfo)
+ *   TCPMSG_ETLS, TCPMSG_ECERT*, ...  TLS failures (tcpmsg/tls.h)
  */
 #ifndef TCPMSG_ERROR_H
 #define TCPMSG_ERROR_H
@@ -34,6 +35,14 @@ enum tcpmsg_error {
     TCPMSG_EIDLE = -5002,          /* server: the connection was idle too long */
     TCPMSG_ESLOW = -5003,          /* server: the peer did not complete a frame in time */
     TCPMSG_EFULL = -5004,          /* server: at its connection limit, connection refused */
+    TCPMSG_ETLS = -5010,           /* TLS: handshake or record failure (not TLS, bad data...) */
+    TCPMSG_ETLSALERT = -5011,      /* TLS: the peer refused the handshake (a fatal alert) */
+    TCPMSG_ECERTUNTRUSTED = -5012, /* TLS: the peer's certificate chain is not trusted */
+    TCPMSG_ECERTEXPIRED = -5013,   /* TLS: the peer's certificate expired (or is not yet valid) */
+    TCPMSG_ECERTNAME = -5014,      /* TLS: the peer's certificate is for another name */
+    TCPMSG_ECERTMISSING = -5015,   /* TLS: the peer sent no certificate, and one is required */
+    TCPMSG_ETLSVERSION = -5016,    /* TLS: no protocol version both sides accept */
+    TCPMSG_ETLSTRUNC = -5017,      /* TLS: the stream ended without close_notify (truncated) */
     TCPMSG_EAI_AGAIN = -5101,      /* name resolution: temporary failure, try again */
     TCPMSG_EAI_FAIL = -5102,       /* name resolution: non-recoverable failure */
     TCPMSG_EAI_NONAME = -5103,     /* name resolution: host or service not known */

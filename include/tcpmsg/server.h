@@ -27,6 +27,11 @@
  * for the peer again, so a handler never blocks, whatever deadline it passes. A dialog
  * handler's connection runs with TCPMSG_FLUSH_BATCH: its sends write as its deadlines say.
  *
+ * Over TLS (config.tls), the handshake completes before on_open under every model, and
+ * on_open may read what was negotiated (tcpmsg_conn_tls_info: the client certificate's
+ * subject, SNI, ALPN); a client whose handshake fails or does not finish within
+ * handshake_timeout_ms is closed without on_open (logged as refused, with the reason).
+ *
  * Every connection ends with exactly one on_close(conn, reason) (if on_open accepted it),
  * where reason is: TCPMSG_EOF (the peer ended cleanly), -EPROTO / -EMSGSIZE (it broke the
  * framing), -ECONNRESET, -EPIPE, TCPMSG_EIDLE (idle timeout), TCPMSG_ESLOW (a frame was
@@ -91,7 +96,8 @@ enum tcpmsg_server_event {
     TCPMSG_EV_OPEN = 1,     /* a connection was accepted (code 0) */
     TCPMSG_EV_CLOSE = 2,    /* a connection ended (code: the reason); logged once its
                                max_conns slot is free again, just before its socket closes */
-    TCPMSG_EV_REFUSED = 3,  /* a connection was refused: TCPMSG_EFULL, or on_open's code */
+    TCPMSG_EV_REFUSED = 3,  /* a connection was refused: TCPMSG_EFULL, on_open's code, or
+                               (TLS) why its handshake failed: -ETIMEDOUT, TCPMSG_ETLS... */
     TCPMSG_EV_ACCEPT = 4,   /* accept failed (code: -EMFILE, -ENFILE, ...) */
     TCPMSG_EV_WORKER = 5,   /* a worker process died and was replaced (code: its status) */
     TCPMSG_EV_STOP = 6      /* the server is stopping (code 0) */
@@ -137,6 +143,14 @@ struct tcpmsg_server_config {
                                     SO_REUSEPORT listener, after checking that no other
                                     socket holds the port (-EADDRINUSE); reuseport set
                                     here skips the check: other processes may share */
+    const struct tcpmsg_tls_config *tls; /* serve TLS only, configured so (read at create;
+                                    the context is made before any worker forks, so
+                                    sessions resume across workers) [NULL: plain TCP] */
+    struct tcpmsg_tls_ctx *tls_ctx; /* or a server context made by the caller (a reference
+                                    is taken) [NULL] */
+    int handshake_timeout_ms;    /* TLS: a client that has not completed its handshake in
+                                    this time is closed (-ETIMEDOUT, logged as refused)
+                                    [10000] */
     /* Optional: receives every event with the connection's 4-tuple ("" when there is
      * none). Called from any worker (thread or process); must not block for long. */
     void (*log)(void *user, enum tcpmsg_server_event ev, int code, const char *tuple);

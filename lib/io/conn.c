@@ -3,6 +3,7 @@
 #include "tcpmsg/wire.h"
 
 #include "io_internal.h"
+#include "../tls/tls_internal.h"
 
 #include <assert.h>
 #include <limits.h>
@@ -59,7 +60,130 @@ struct tcpmsg_conn {
                             offset, suffix or flags): recv and send take a short path */
     bool short_reads;    /* tcpmsg__conn_short_reads: a short read means the socket is empty */
     bool drained;        /* ... and one happened since the owner's last tcpmsg__conn_readable */
+    struct tcpmsg__tls *tls; /* TLS between the buffers and the socket (NULL: plain) */
+    bool tls_notified;       /* close_notify queued */
 };
+
+/* ---- TLS: the engine between the buffers and the socket ----------------------------------- */
+
+/* Plaintext is encrypted in pieces of this size (records are 16 KiB), and no more than
+ * TLS_OUT_HIGH bytes of ciphertext are made ahead of what the socket takes. */
+#define TLS_PIECE ((size_t)64 * 1024)
+#define TLS_OUT_HIGH ((size_t)256 * 1024)
+
+static int write_iov(int fd, struct iovec *iov, int cnt, int64_t deadline, size_t *done,
+                     uint64_t *calls);
+static bool fatal(int r);
+
+static size_t
+tls_out_len(const struct tcpmsg_conn *c)
+{
+    const uint8_t *p;
+    return c->tls ? tcpmsg__tls_out(c->tls, &p) : 0;
+}
+
+/* Writes the ciphertext the engine made until none is left or the deadline passes. */
+static int
+tls_send_out(struct tcpmsg_conn *c, int64_t deadline)
+{
+    for (;;) {
+        const uint8_t *p;
+        size_t n = tcpmsg__tls_out(c->tls, &p);
+        if (n == 0)
+            return 0;
+        struct iovec v = {(void *)(uintptr_t)p, n};
+        size_t done;
+        int r = write_iov(c->fd, &v, 1, deadline, &done, &c->st.writes);
+        tcpmsg__tls_out_done(c->tls, done);
+        if (r < 0)
+            return r;
+    }
+}
+
+/* Receives what ciphertext the socket has into the engine, without waiting: > 0 bytes, 0 at
+ * the peer's end, -ETIMEDOUT (nothing there), or a negated errno. */
+static ptrdiff_t
+tls_recv(struct tcpmsg_conn *c)
+{
+    /* Nothing is reserved for a peer that has sent nothing yet (a crowd of clients that
+     * never say hello costs no buffers): the first receive looks before it allocates. */
+    if (!tcpmsg__tls_in_allocated(c->tls)) {
+        uint8_t b;
+        ssize_t p = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (p < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return -ETIMEDOUT;
+    }
+    size_t room;
+    uint8_t *sp = tcpmsg__tls_in_space(c->tls, &room);
+    if (!sp)
+        return -ENOMEM;
+    for (;;) {
+        ssize_t n = recv(c->fd, sp, room, MSG_DONTWAIT);
+        if (n > 0) {
+            c->drained = c->short_reads && (size_t)n < room;
+            tcpmsg__tls_in_commit(c->tls, (size_t)n);
+            c->st.reads++;
+            return n;
+        }
+        if (n == 0) {
+            c->st.reads++;
+            tcpmsg__tls_in_eof(c->tls);
+            return 0;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        return -ETIMEDOUT;
+    }
+}
+
+/* The engine needs more from the peer: sends what it has to say as far as the socket takes
+ * it, receives what has arrived, and otherwise waits until the socket is readable (or, with
+ * output still waiting, writable) or the deadline passes. Never blocks on the output alone:
+ * a peer that is itself blocked sending to us must be read, or both would wait for ever.
+ * Returns 0 (call the engine again), -ETIMEDOUT, or an error. */
+static int
+tls_more(struct tcpmsg_conn *c, int64_t deadline)
+{
+    for (;;) {
+        if (tls_out_len(c) && !c->werr) {
+            int w = tls_send_out(c, TCPMSG_NOWAIT);
+            if (w < 0 && fatal(w))
+                c->werr = w; /* the sending side is broken; what arrived can still be read */
+        }
+        ptrdiff_t k = tls_recv(c);
+        if (k >= 0)
+            return 0; /* bytes, or the end: the engine says which */
+        if (k != -ETIMEDOUT)
+            return (int)k;
+        if (tcpmsg_deadline_left(deadline) == 0)
+            return -ETIMEDOUT;
+        short ev = (short)(POLLIN | (tls_out_len(c) && !c->werr ? POLLOUT : 0));
+        int w = tcpmsg__wait_fd(c->fd, ev, deadline);
+        if (w < 0)
+            return w;
+    }
+}
+
+/* Runs the handshake until it completes or the deadline passes. */
+static int
+tls_handshake(struct tcpmsg_conn *c, int64_t deadline)
+{
+    for (;;) {
+        int h = tcpmsg__tls_handshake(c->tls);
+        if (h <= 0) {
+            int w = tls_send_out(c, TCPMSG_NOWAIT); /* the last flight, or an alert */
+            if (h == 0 && w < 0 && w != -ETIMEDOUT)
+                return w; /* what the socket did not take goes out with the next write */
+            return h;
+        }
+        int r = tls_more(c, deadline);
+        if (r < 0)
+            return r;
+    }
+}
+
 
 /* struct iovec has no const variant; the library never writes through these. */
 static void *
@@ -146,11 +270,15 @@ fatal(int r)
 
 /* Reads what the socket has (at least one byte, or waits for it until the deadline).
  * Returns the count, 0 at the peer's end of stream, -ETIMEDOUT, or a negated errno. */
+static ptrdiff_t fill_tls(struct tcpmsg_conn *c, size_t limit, int64_t deadline);
+
 static ptrdiff_t
 fill(struct tcpmsg_conn *c, size_t limit, int64_t deadline)
 {
     if (c->fd < 0)
         return -ETIMEDOUT; /* the bytes come from tcpmsg_conn_feed */
+    if (c->tls)
+        return fill_tls(c, limit, deadline);
     int r = make_room(c, limit);
     if (r < 0)
         return r;
@@ -178,6 +306,41 @@ fill(struct tcpmsg_conn *c, size_t limit, int64_t deadline)
         int w = tcpmsg__wait_fd(c->fd, POLLIN, deadline);
         if (w < 0)
             return w;
+    }
+}
+
+/* fill over TLS: decrypts what the engine holds, and receives ciphertext only when it has
+ * nothing left, so that bytes TLS buffered are never left behind waiting for the socket to
+ * become readable (the stall of event-loop TLS layers). What TLS itself has to say (the
+ * handshake, tickets, key updates, alerts) is written as it comes: before waiting for the
+ * peer under the caller's deadline, otherwise as far as the socket takes it now. */
+static ptrdiff_t
+fill_tls(struct tcpmsg_conn *c, size_t limit, int64_t deadline)
+{
+    int r = make_room(c, limit);
+    if (r < 0)
+        return r;
+    for (;;) {
+        ptrdiff_t n = tcpmsg__tls_read(c->tls, c->rbuf + c->rlen, c->rcap - c->rlen);
+        if (n != 0 && tls_out_len(c) && !c->werr) { /* tickets, alerts: as the socket takes */
+            int w = tls_send_out(c, TCPMSG_NOWAIT);
+            if (w < 0 && fatal(w))
+                c->werr = w;
+        }
+        if (n > 0) {
+            c->rlen += (size_t)n;
+            c->st.bytes_in += (uint64_t)n;
+            return n;
+        }
+        if (n == TCPMSG_EOF) {
+            c->eof = true;
+            return 0;
+        }
+        if (n < 0)
+            return n;
+        int k = tls_more(c, deadline);
+        if (k < 0)
+            return k;
     }
 }
 
@@ -261,7 +424,7 @@ recv_general(struct tcpmsg_conn *c, struct tcpmsg_frame *out, int64_t deadline)
         /* After a short read the socket had nothing more: an event loop that trusts this
          * (level-triggered, so it is told again when more arrives) saves the recv that
          * would only say EAGAIN. */
-        if (c->drained && deadline == TCPMSG_NOWAIT)
+        if (c->drained && deadline == TCPMSG_NOWAIT && !(c->tls && tcpmsg__tls_pending(c->tls)))
             return -ETIMEDOUT;
         ptrdiff_t r = fill(c, c->rlimit, deadline);
         if (r < 0) {
@@ -450,6 +613,41 @@ write_iov(int fd, struct iovec *iov, int cnt, int64_t deadline, size_t *done, ui
     }
 }
 
+/* write_iov over TLS: encrypts iov[0..cnt) a piece at a time and writes the ciphertext,
+ * never making more than TLS_OUT_HIGH ahead of the socket. *done counts the plaintext
+ * encrypted: all of it on 0; on -ETIMEDOUT the rest is the caller's to keep, and the
+ * ciphertext made stays queued in the engine (tcpmsg_conn_output counts it). The handshake
+ * is completed first if it is not. */
+static int
+tls_write_iov(struct tcpmsg_conn *c, struct iovec *iov, int cnt, int64_t deadline, size_t *done)
+{
+    *done = 0;
+    if (!tcpmsg__tls_handshake_done(c->tls)) {
+        int h = tls_handshake(c, deadline);
+        if (h < 0)
+            return h;
+    }
+    for (int i = 0; i < cnt; i++) {
+        const uint8_t *p = iov[i].iov_base;
+        size_t left = iov[i].iov_len;
+        while (left > 0) {
+            if (tls_out_len(c) >= TLS_OUT_HIGH) {
+                int w = tls_send_out(c, deadline);
+                if (w < 0)
+                    return w;
+            }
+            size_t k = left < TLS_PIECE ? left : TLS_PIECE;
+            int r = tcpmsg__tls_write(c->tls, p, k);
+            if (r < 0)
+                return r;
+            p += k;
+            left -= k;
+            *done += k;
+        }
+    }
+    return tls_send_out(c, deadline);
+}
+
 /* Room for n more bytes at the end of the send buffer. */
 static int
 reserve_output(struct tcpmsg_conn *c, size_t n)
@@ -495,13 +693,14 @@ tcpmsg_conn_flush(struct tcpmsg_conn *c, int64_t deadline)
         return -EINVAL;
     if (c->werr)
         return c->werr;
-    if (c->slen == c->spos)
+    if (c->slen == c->spos && !tls_out_len(c))
         return 0;
     if (c->fd < 0)
         return -ETIMEDOUT; /* the caller writes tcpmsg_conn_output() itself */
     struct iovec v = {c->sbuf + c->spos, c->slen - c->spos};
     size_t done;
-    int r = write_iov(c->fd, &v, 1, deadline, &done, &c->st.writes);
+    int r = c->tls ? tls_write_iov(c, &v, 1, deadline, &done)
+                   : write_iov(c->fd, &v, 1, deadline, &done, &c->st.writes);
     output_written(c, done);
     if (r < 0 && fatal(r))
         c->werr = r;
@@ -625,7 +824,8 @@ send_frame(struct tcpmsg_conn *c, const struct frame_parts *f, size_t total, boo
         v[k++] = f->iov[i];
     v[k++] = (struct iovec){unconst(f->tail), f->tail_len};
     size_t done;
-    int r = write_iov(c->fd, v, k, deadline, &done, &c->st.writes);
+    int r = c->tls ? tls_write_iov(c, v, k, deadline, &done)
+                   : write_iov(c->fd, v, k, deadline, &done, &c->st.writes);
     if (v != stack)
         free(v);
 
@@ -642,13 +842,16 @@ send_frame(struct tcpmsg_conn *c, const struct frame_parts *f, size_t total, boo
         return r;
     }
     /* The deadline passed inside the frame: keep the rest queued so that the stream stays
-     * whole and the next flush completes the frame. */
-    int q = reserve_output(c, total - frame_done);
-    if (q < 0) {
-        c->werr = q; /* half a frame is on the wire: the stream cannot be repaired */
-        return q;
+     * whole and the next flush completes the frame. (Over TLS the whole frame may already
+     * be encrypted, its ciphertext waiting in the engine: then nothing is left to copy.) */
+    if (frame_done < total) {
+        int q = reserve_output(c, total - frame_done);
+        if (q < 0) {
+            c->werr = q; /* half a frame is on the wire: the stream cannot be repaired */
+            return q;
+        }
+        copy_frame(c, f, frame_done);
     }
-    copy_frame(c, f, frame_done);
     c->st.msgs_out += is_msg;
     if (direct) {
         if (c->wake)
@@ -793,9 +996,9 @@ tcpmsg_conn_output(const struct tcpmsg_conn *c, const void **data)
     if (!c)
         return 0;
     size_t n = c->slen - c->spos;
-    if (data && n)
+    if (data && n && !c->tls)
         *data = c->sbuf + c->spos;
-    return n;
+    return n + tls_out_len(c);
 }
 
 int
@@ -968,6 +1171,14 @@ tcpmsg_conn_shutdown(struct tcpmsg_conn *c, int64_t deadline)
     int r = tcpmsg_conn_flush(c, deadline);
     if (r < 0)
         return r;
+    if (c->tls && !c->tls_notified && !c->wr_shut) { /* the TLS end first: close_notify */
+        c->tls_notified = true;
+        r = tcpmsg__tls_close_notify(c->tls);
+        if (r == 0)
+            r = tls_send_out(c, deadline);
+        if (r < 0)
+            return r;
+    }
     if (c->fd >= 0 && !c->wr_shut) {
         if (shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN)
             return -errno;
@@ -979,6 +1190,7 @@ tcpmsg_conn_shutdown(struct tcpmsg_conn *c, int64_t deadline)
 static void
 destroy(struct tcpmsg_conn *c)
 {
+    tcpmsg__tls_free(c->tls);
     free(c->rbuf);
     free(c->sbuf);
     free(c);
@@ -1035,6 +1247,8 @@ tcpmsg_conn_detach(struct tcpmsg_conn *c, void **rest, size_t *rest_len)
         return -EINVAL;
     if (c->slen > c->spos)
         return -EBUSY;
+    if (c->tls)
+        return -EINVAL; /* the TLS session cannot be handed over with the descriptor */
     consume_delivered(c);
     size_t n = c->rlen - c->rpos;
     if (n) {
@@ -1046,4 +1260,92 @@ tcpmsg_conn_detach(struct tcpmsg_conn *c, void **rest, size_t *rest_len)
     int fd = c->fd;
     destroy(c);
     return fd;
+}
+
+/* ---- TLS ---------------------------------------------------------------------------------- */
+
+int
+tcpmsg_conn_start_tls(struct tcpmsg_conn *c, const struct tcpmsg_tls_params *p, int64_t deadline)
+{
+    if (p && p->info)
+        memset(p->info, 0, sizeof *p->info);
+    if (!c || !p || !p->ctx || c->tls || c->fd < 0)
+        return -EINVAL;
+    if (c->rlen > c->rpos || c->slen > c->spos)
+        return -EBUSY; /* plaintext already in flight: the TLS stream must start clean */
+    int r = tcpmsg__tls_new(&c->tls, p->ctx, p->name, p->session);
+    if (r < 0)
+        return r;
+    r = tls_handshake(c, deadline);
+    if (p->info)
+        tcpmsg__tls_info(c->tls, p->info);
+    if (r < 0 && r != -ETIMEDOUT)
+        c->rerr = c->werr = r;
+    return r;
+}
+
+int
+tcpmsg_conn_connect_tls(struct tcpmsg_conn **out, const char *host, const char *service,
+                        const struct tcpmsg_codec *codec, const struct tcpmsg_conn_opts *opts,
+                        const struct tcpmsg_tls_params *p, int64_t deadline)
+{
+    if (p && p->info)
+        memset(p->info, 0, sizeof *p->info);
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!p || !p->ctx || !host)
+        return -EINVAL;
+    struct tcpmsg_conn *c;
+    int r = tcpmsg_conn_connect(&c, host, service, codec, opts, deadline);
+    if (r < 0)
+        return r;
+    struct tcpmsg_tls_params q = *p;
+    if (!q.name)
+        q.name = host; /* SNI, and the name the certificate must carry */
+    r = tcpmsg_conn_start_tls(c, &q, deadline);
+    if (r < 0) {
+        tcpmsg_conn_reset(c);
+        return r;
+    }
+    *out = c;
+    return 0;
+}
+
+int
+tcpmsg_conn_handshake(struct tcpmsg_conn *c, int64_t deadline)
+{
+    if (!c)
+        return -EINVAL;
+    if (!c->tls)
+        return 0;
+    if (c->rerr && c->rerr != TCPMSG_EOF)
+        return c->rerr;
+    int r = tls_handshake(c, deadline);
+    if (r < 0 && r != -ETIMEDOUT && fatal(r))
+        c->rerr = c->werr = r;
+    return r;
+}
+
+int
+tcpmsg_conn_tls_info(const struct tcpmsg_conn *c, struct tcpmsg_tls_info *out)
+{
+    if (!out)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    if (!c || !c->tls)
+        return -EINVAL;
+    tcpmsg__tls_info(c->tls, out);
+    return 0;
+}
+
+int
+tcpmsg_conn_tls_session(const struct tcpmsg_conn *c, struct tcpmsg_tls_session **out)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!c || !c->tls)
+        return -EINVAL;
+    return tcpmsg__tls_session(c->tls, out);
 }

@@ -27,6 +27,8 @@ struct econn {
     int fd;
     uint32_t events; /* the interest registered with epoll */
     bool paused;     /* output passed the high watermark: not reading */
+    bool handshaking;     /* TLS handshake in progress: not opened yet (no on_open) */
+    int64_t hs_deadline;  /* ... and when it must have completed */
     int closing;     /* != 0: the reason; not reading, closes once output is written */
     int64_t closing_since;
     int64_t last_rx;       /* last time bytes arrived */
@@ -216,6 +218,65 @@ pump(struct worker *w, struct econn *e)
         begin_close(w, e, reason);
 }
 
+/* A connection that is not opened (or not any more) is refused: counted, logged with the
+ * reason, closed without on_close. */
+static void
+refuse(struct worker *w, struct econn *e, int reason)
+{
+    atomic_fetch_add(&w->s->n->refused, 1);
+    tcpmsg__log(w->s, TCPMSG_EV_REFUSED, reason, e->fd);
+    destroy_conn(w, e, false);
+}
+
+/* The connection is the handler's from now on: on_open, which may refuse it or greet.
+ * Returns false when e is gone. */
+static bool
+open_conn(struct worker *w, struct econn *e)
+{
+    struct tcpmsg_server *s = w->s;
+    e->handshaking = false;
+    tcpmsg__log(s, TCPMSG_EV_OPEN, 0, e->fd);
+    int r = 0;
+    w->current = e;
+    if (s->h.on_open)
+        r = s->h.on_open(e->c, s->h.user);
+    w->current = NULL;
+    if (r < 0) {
+        refuse(w, e, r);
+        return false;
+    }
+    if (tcpmsg_conn_output(e->c, NULL) > 0 && !e->sv.drop)
+        return !settle(w, e); /* on_open greeted the client: written as the socket takes it */
+    return true;
+}
+
+/* The handshake finished (h == 0: then the frames that came with it are served at once,
+ * since no event may announce them) or failed (h < 0). */
+static void
+handshake_result(struct worker *w, struct econn *e, int h)
+{
+    if (h < 0) {
+        refuse(w, e, h);
+        return;
+    }
+    e->last_rx = tcpmsg_now_ms();
+    if (open_conn(w, e) && !e->closing && !e->sv.drop) {
+        pump(w, e);
+        settle(w, e);
+    }
+}
+
+/* An event on a connection whose handshake is in progress. */
+static void
+handshake(struct worker *w, struct econn *e)
+{
+    int h = tcpmsg_conn_handshake(e->c, TCPMSG_NOWAIT);
+    if (h != -ETIMEDOUT)
+        handshake_result(w, e, h);
+    else if (set_interest(w, e) < 0)
+        refuse(w, e, -EIO);
+}
+
 static void
 accept_some(struct worker *w)
 {
@@ -266,19 +327,19 @@ accept_some(struct worker *w)
             w->conns->prev = e;
         w->conns = e;
         w->nconns++;
-        tcpmsg__log(s, TCPMSG_EV_OPEN, 0, fd);
-        int r = 0;
-        w->current = e;
-        if (s->h.on_open)
-            r = s->h.on_open(e->c, s->h.user);
-        w->current = NULL;
-        if (r < 0) {
-            atomic_fetch_add(&s->n->refused, 1);
-            tcpmsg__log(s, TCPMSG_EV_REFUSED, r, fd);
-            destroy_conn(w, e, false);
-        } else if (tcpmsg_conn_output(e->c, NULL) > 0 && !e->sv.drop) {
-            settle(w, e); /* on_open greeted the client: write it when the socket takes it */
+        if (s->tls) {
+            /* The handshake first: on_open comes once it has completed (handshake()). */
+            struct tcpmsg_tls_params p = {.ctx = s->tls};
+            e->handshaking = true;
+            e->hs_deadline = e->last_rx + s->cfg.handshake_timeout_ms;
+            int h = tcpmsg_conn_start_tls(e->c, &p, TCPMSG_NOWAIT);
+            if (h != -ETIMEDOUT)
+                handshake_result(w, e, h);
+            else if (set_interest(w, e) < 0)
+                refuse(w, e, -EIO);
+            continue;
         }
+        (void)open_conn(w, e);
     }
 }
 
@@ -313,6 +374,11 @@ sweep(struct worker *w, int64_t now)
     const struct tcpmsg_server_config *cfg = &w->s->cfg;
     for (struct econn *e = w->conns, *next; e; e = next) {
         next = e->next;
+        if (e->handshaking) {
+            if (now >= e->hs_deadline)
+                refuse(w, e, -ETIMEDOUT);
+            continue;
+        }
         if (e->closing) {
             if (now - e->closing_since >= cfg->write_timeout_ms)
                 destroy_conn(w, e, true);
@@ -337,6 +403,8 @@ sweep_interval(const struct tcpmsg_server_config *cfg)
         t = cfg->idle_timeout_ms / 4;
     if (cfg->frame_timeout_ms >= 0 && cfg->frame_timeout_ms / 4 < t)
         t = cfg->frame_timeout_ms / 4;
+    if (cfg->handshake_timeout_ms / 4 < t)
+        t = cfg->handshake_timeout_ms / 4;
     return t < 5 ? 5 : t;
 }
 
@@ -359,8 +427,13 @@ worker_main(void *arg)
             drain_end = now + s->cfg.drain_ms;
             epoll_ctl(w->ep, EPOLL_CTL_DEL, w->lfd, NULL);
             epoll_ctl(w->ep, EPOLL_CTL_DEL, s->wakefd, NULL); /* readable for ever now */
-            for (struct econn *e = w->conns; e; e = e->next)
-                pump(w, e);
+            for (struct econn *e = w->conns, *next; e; e = next) {
+                next = e->next;
+                if (e->handshaking)
+                    refuse(w, e, -ESHUTDOWN); /* never opened: nothing to finish */
+                else
+                    pump(w, e);
+            }
             run_pending(w);
             for (struct econn *e = w->conns, *next; e; e = next) {
                 next = e->next;
@@ -387,6 +460,10 @@ worker_main(void *arg)
             if (tag == TAG_WAKE)
                 continue; /* noticed at the top of the loop */
             struct econn *e = tag;
+            if (e->handshaking) {
+                handshake(w, e);
+                continue;
+            }
             if (!e->closing && !e->paused && (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
                 pump(w, e);
             else if (ev[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {

@@ -258,6 +258,47 @@ message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c, const struct tcpmsg
     }
 }
 
+/* The TLS handshake of a new connection, under handshake_timeout_ms, watching for the stop
+ * (a client that never says hello must not hold a stopping server). Returns 0, or why it
+ * failed. */
+static int
+handshake_or_stop(struct tcpmsg_server *s, struct tcpmsg_conn *c)
+{
+    struct tcpmsg_tls_params p = {.ctx = s->tls};
+    int64_t dl = tcpmsg_deadline_in(s->cfg.handshake_timeout_ms);
+    int r = tcpmsg_conn_start_tls(c, &p, TCPMSG_NOWAIT);
+    while (r == -ETIMEDOUT) {
+        if (tcpmsg__stopping(s))
+            return -ESHUTDOWN;
+        if (tcpmsg_deadline_left(dl) == 0)
+            return -ETIMEDOUT;
+        short out = tcpmsg_conn_output(c, NULL) ? POLLOUT : 0;
+        struct pollfd pf[3] = {{.fd = tcpmsg_conn_fd(c), .events = (short)(POLLIN | out)},
+                               {.fd = s->wakefd, .events = POLLIN},
+                               {.fd = s->in_child ? tcpmsg__child.wakefd : -1, .events = POLLIN}};
+        if (poll(pf, 3, tcpmsg_deadline_left(dl)) < 0 && errno != EINTR)
+            return -errno;
+        if (pf[1].revents)
+            tcpmsg__notice_stop(s);
+        r = tcpmsg_conn_handshake(c, TCPMSG_NOWAIT);
+    }
+    return r;
+}
+
+/* Records (fd) or forgets (-1) the connection a worker serves, for the stop's shutdown of
+ * a dialog's reading side: in its slot (threads) or for its SIGTERM handler (processes). */
+static void
+mark_served(struct tcpmsg_server *s, struct tcpmsg__slot *slot, int fd)
+{
+    if (slot) {
+        pthread_mutex_lock(&s->mu);
+        slot->fd = fd;
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (s->in_child)
+        tcpmsg__child.fd = fd;
+}
+
 void
 tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slot)
 {
@@ -272,13 +313,16 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
     }
     struct tcpmsg__served sv = {0, NULL};
     tcpmsg__conn_hook(c, NULL, &sv);
-    if (slot) {
-        pthread_mutex_lock(&s->mu);
-        slot->fd = fd;
-        pthread_mutex_unlock(&s->mu);
+    mark_served(s, slot, fd);
+    int hs = s->tls ? handshake_or_stop(s, c) : 0;
+    if (hs < 0) { /* not opened: no on_open, no on_close; refused, with the reason */
+        atomic_fetch_add(&s->n->refused, 1);
+        tcpmsg__release_held(s);
+        tcpmsg__log(s, TCPMSG_EV_REFUSED, hs, fd);
+        mark_served(s, slot, -1);
+        tcpmsg_conn_close(c, TCPMSG_NOWAIT);
+        return;
     }
-    if (s->in_child)
-        tcpmsg__child.fd = fd;
     tcpmsg__log(s, TCPMSG_EV_OPEN, 0, fd);
     int reason = 0;
     bool served = true;
@@ -294,13 +338,7 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
             s->h.on_close(c, reason, s->h.user);
         tcpmsg__account(s, c, reason);
     }
-    if (s->in_child)
-        tcpmsg__child.fd = -1;
-    if (slot) {
-        pthread_mutex_lock(&s->mu);
-        slot->fd = -1;
-        pthread_mutex_unlock(&s->mu);
-    }
+    mark_served(s, slot, -1);
     /* A peer that ended gets its replies and an orderly end. When the server stops, the
      * replies have until the drain deadline, then FIN, and the close does not wait for the
      * peer's end: what has arrived is read (so that the close sends no reset) and the
@@ -403,6 +441,10 @@ copy_config(struct tcpmsg_server *s, const struct tcpmsg_server_config *cfg)
         c->write_timeout_ms = TCPMSG__DEFAULT_WRITE_MS;
     if (c->drain_ms == 0)
         c->drain_ms = TCPMSG__DEFAULT_DRAIN_MS;
+    if (c->handshake_timeout_ms < 0 || (c->tls && c->tls_ctx))
+        return -EINVAL;
+    if (c->handshake_timeout_ms == 0)
+        c->handshake_timeout_ms = TCPMSG__DEFAULT_HANDSHAKE_MS;
     if (c->output_high == 0)
         c->output_high = TCPMSG__DEFAULT_HIGH;
     if (c->output_low == 0)
@@ -443,6 +485,19 @@ tcpmsg_server_create(struct tcpmsg_server **out, const struct tcpmsg_server_conf
         goto fail;
     }
     memset(s->n, 0, sizeof *s->n);
+    if (s->cfg.tls) {
+        r = tcpmsg_tls_ctx_create(&s->tls, TCPMSG_TLS_SERVER, s->cfg.tls, NULL, 0);
+        if (r < 0)
+            goto fail;
+    } else if (s->cfg.tls_ctx) {
+        if (tcpmsg_tls_ctx_role(s->cfg.tls_ctx) != TCPMSG_TLS_SERVER) {
+            r = -EINVAL;
+            goto fail;
+        }
+        s->tls = tcpmsg_tls_ctx_ref(s->cfg.tls_ctx);
+    }
+    s->cfg.tls = NULL; /* read; the copy keeps no caller pointer */
+    s->cfg.tls_ctx = NULL;
     s->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (s->wakefd < 0) {
         r = -errno;
@@ -605,6 +660,7 @@ tcpmsg_server_destroy(struct tcpmsg_server *s)
     tcpmsg_sock_close(s->wakefd);
     if (s->n != MAP_FAILED)
         munmap(s->n, sizeof *s->n);
+    tcpmsg_tls_ctx_destroy(s->tls);
     free(s->slots);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);

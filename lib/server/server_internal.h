@@ -45,6 +45,7 @@ struct tcpmsg_server {
     atomic_int serving_fd; /* ITERATIVE: the connection being served (-1: none), whose reading
                               side stop() shuts down for a dialog handler */
     struct tcpmsg__counters *n;
+    struct tcpmsg_tls_ctx *tls; /* TLS server context (a reference), NULL: plain TCP */
     _Atomic int64_t drain_deadline; /* set when the stop is noticed, read by every thread */
     bool in_child; /* this copy runs in a forked worker process (FORK, POOL processes) */
     bool max_conns_set; /* max_conns came from the user (POOL's default bound is workers) */
@@ -76,6 +77,7 @@ struct tcpmsg_server {
 #define TCPMSG__DEFAULT_FRAME_MS 10000
 #define TCPMSG__DEFAULT_WRITE_MS 10000
 #define TCPMSG__DEFAULT_DRAIN_MS 5000
+#define TCPMSG__DEFAULT_HANDSHAKE_MS 10000
 #define TCPMSG__KILL_GRACE_MS 1000 /* after drain_ms, before a worker process is killed */
 #define TCPMSG__DEFAULT_HIGH ((size_t)1024 * 1024)
 #define TCPMSG__DEFAULT_LOW ((size_t)256 * 1024)
