@@ -34,6 +34,8 @@ usage(void)
            "  -x, --hex               frames received are written as LENGTH: hex bytes\n"
            "  -n, --count N           stop after N frames received\n"
            "  -t, --timeout SEC       fail when nothing moves for SEC seconds [never]\n"
+           "TLS, connecting:\n" TOOL_TLS_CLIENT_HELP
+           "TLS, with -l (a TLS server for the one client):\n" TOOL_TLS_SERVER_HELP
            "  -h, --help              this help\n"
            "  -V, --version           the version\n"
            "\n"
@@ -81,6 +83,8 @@ main(int argc, char **argv)
                                              {"hex", no_argument, NULL, 'x'},
                                              {"count", required_argument, NULL, 'n'},
                                              {"timeout", required_argument, NULL, 't'},
+                                             TOOL_TLS_SERVER_OPTIONS,
+                                             TOOL_TLS_CLIENT_OPTIONS,
                                              {"help", no_argument, NULL, 'h'},
                                              {"version", no_argument, NULL, 'V'},
                                              {NULL, 0, NULL, 0}};
@@ -88,8 +92,11 @@ main(int argc, char **argv)
     uint64_t max_frame = 0, count = 0;
     bool listen = false, raw = false, hex = false;
     int timeout_ms = 0;
+    struct tool_tls tls = {0};
     int opt;
     while ((opt = getopt_long(argc, argv, ":lf:s:rxn:t:hV", longopts, NULL)) != -1) {
+        if (tool_tls_option(&tls, opt, optarg))
+            continue;
         switch (opt) {
         case 'l':
             listen = true;
@@ -127,6 +134,11 @@ main(int argc, char **argv)
     const char *port = argv[argc - 1];
     struct tcpmsg_codec codec;
     tool_framing("--framing", framing, max_frame, &codec);
+    if (listen && (tls.name || tls.insecure))
+        tool_usage("--tls-name and --tls-insecure are for connecting, not with -l");
+    if (listen && tls.on && !tls.cert)
+        tool_usage("-l --tls: a TLS server needs --tls-cert and --tls-key");
+    struct tcpmsg_tls_ctx *tls_ctx = listen ? tool_tls_server(&tls) : tool_tls_client(&tls);
 
     int fd = open_socket(listen, host, port, timeout_ms);
     struct tcpmsg_conn *c;
@@ -134,6 +146,8 @@ main(int argc, char **argv)
     int r = tcpmsg_conn_open(&c, fd, &codec, &opts);
     if (r < 0)
         tool_die("%s", tcpmsg_strerror(r));
+    tool_tls_start(c, tls_ctx, &tls, host,
+                   timeout_ms ? tcpmsg_deadline_in(timeout_ms) : tcpmsg_deadline_in(30000));
 
     struct tool_input in;
     tool_input_open(&in, raw, max_frame);
@@ -201,5 +215,6 @@ main(int argc, char **argv)
     fflush(stdout);
     r = tcpmsg_conn_close(c, tcpmsg_deadline_in(timeout_ms ? timeout_ms : 1000));
     (void)r; /* the exchange is complete: how the peer ends does not change the result */
+    tcpmsg_tls_ctx_destroy(tls_ctx);
     return ferror(stdout) ? EXIT_RUNTIME : 0;
 }

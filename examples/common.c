@@ -290,3 +290,104 @@ tool_recv_error(int code)
         return tcpmsg_strerror(code);
     }
 }
+
+bool
+tool_tls_option(struct tool_tls *t, int opt, const char *arg)
+{
+    switch (opt) {
+    case TOOL_OPT_TLS:
+        t->on = true;
+        return true;
+    case TOOL_OPT_TLS_CERT:
+        t->cert = arg;
+        return true;
+    case TOOL_OPT_TLS_KEY:
+        t->key = arg;
+        return true;
+    case TOOL_OPT_TLS_CA:
+        t->ca = arg;
+        return true;
+    case TOOL_OPT_TLS_NAME:
+        t->name = arg;
+        return true;
+    case TOOL_OPT_TLS_VERIFY_PEER:
+        t->verify_peer = true;
+        return true;
+    case TOOL_OPT_TLS_INSECURE:
+        t->insecure = true;
+        return true;
+    case TOOL_OPT_TLS_HANDSHAKE_TIMEOUT:
+        t->handshake_ms = tool_seconds_ms("--tls-handshake-timeout", arg);
+        if (t->handshake_ms == 0)
+            tool_usage("--tls-handshake-timeout: more than 0 seconds");
+        return true;
+    default:
+        return false;
+    }
+}
+
+static struct tcpmsg_tls_ctx *
+make_ctx(enum tcpmsg_tls_role role, const struct tcpmsg_tls_config *cfg)
+{
+    if (!tcpmsg_tls_supported())
+        tool_die("TLS: this libtcpmsg was built without TLS (OpenSSL)");
+    struct tcpmsg_tls_ctx *ctx;
+    char why[256];
+    int r = tcpmsg_tls_ctx_create(&ctx, role, cfg, why, sizeof why);
+    if (r == -EINVAL)
+        tool_usage("TLS: %s", why);
+    if (r < 0)
+        tool_die("TLS: %s", why[0] ? why : tcpmsg_strerror(r));
+    return ctx;
+}
+
+struct tcpmsg_tls_ctx *
+tool_tls_server(const struct tool_tls *t)
+{
+    if (!t->cert && !t->key && !t->ca && !t->verify_peer)
+        return NULL;
+    if (!t->cert || !t->key)
+        tool_usage("TLS: --tls-cert and --tls-key go together");
+    if (t->verify_peer && !t->ca)
+        tool_usage("TLS: --tls-verify-peer needs --tls-ca (the CA of the client certificates)");
+    struct tcpmsg_tls_config cfg = {.cert = {.cert_file = t->cert, .key_file = t->key},
+                                    .ca_file = t->ca,
+                                    .verify = t->verify_peer ? TCPMSG_TLS_VERIFY_REQUIRED
+                                                             : TCPMSG_TLS_VERIFY_DEFAULT};
+    return make_ctx(TCPMSG_TLS_SERVER, &cfg);
+}
+
+struct tcpmsg_tls_ctx *
+tool_tls_client(const struct tool_tls *t)
+{
+    if (!t->on) {
+        if (t->ca || t->name || t->cert || t->key || t->insecure)
+            tool_usage("the TLS options need --tls");
+        return NULL;
+    }
+    if (!t->cert != !t->key)
+        tool_usage("TLS: --tls-cert and --tls-key go together");
+    if (t->insecure)
+        tool_warn("TLS: --tls-insecure: the server is not verified, anyone can pretend to be it");
+    struct tcpmsg_tls_config cfg = {.cert = {.cert_file = t->cert, .key_file = t->key},
+                                    .ca_file = t->ca,
+                                    .verify = t->insecure ? TCPMSG_TLS_VERIFY_NONE
+                                                          : TCPMSG_TLS_VERIFY_DEFAULT};
+    return make_ctx(TCPMSG_TLS_CLIENT, &cfg);
+}
+
+void
+tool_tls_start(struct tcpmsg_conn *c, struct tcpmsg_tls_ctx *ctx, const struct tool_tls *t,
+               const char *host, int64_t deadline)
+{
+    if (!ctx)
+        return;
+    struct tcpmsg_tls_info info;
+    bool server = tcpmsg_tls_ctx_role(ctx) == TCPMSG_TLS_SERVER;
+    struct tcpmsg_tls_params p = {.ctx = ctx, .name = server ? NULL : t->name ? t->name : host,
+                                  .info = &info};
+    int r = tcpmsg_conn_start_tls(c, &p, deadline);
+    if (r < 0)
+        tool_die("TLS handshake with %s: %s%s%s%s", host ? host : "the client", tcpmsg_strerror(r),
+                 info.detail[0] ? " (" : "", info.detail, info.detail[0] ? ")" : "");
+}

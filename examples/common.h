@@ -67,4 +67,60 @@ void tool_print_frame(const uint8_t *data, size_t len, bool raw, bool hex);
  * frame over the limit", "connection reset by the server"... */
 const char *tool_recv_error(int code);
 
+/* TLS options, the same in every program (getopt_long values above 255):
+ *   servers: --tls-cert FILE --tls-key FILE [--tls-ca FILE] [--tls-verify-peer]
+ *   clients: --tls [--tls-ca FILE] [--tls-name NAME] [--tls-cert FILE --tls-key FILE]
+ *            [--tls-insecure]                                                        */
+enum {
+    TOOL_OPT_TLS = 256,
+    TOOL_OPT_TLS_CERT,
+    TOOL_OPT_TLS_KEY,
+    TOOL_OPT_TLS_CA,
+    TOOL_OPT_TLS_NAME,
+    TOOL_OPT_TLS_VERIFY_PEER,
+    TOOL_OPT_TLS_INSECURE,
+    TOOL_OPT_TLS_HANDSHAKE_TIMEOUT
+};
+#define TOOL_TLS_SERVER_OPTIONS                                                                \
+    {"tls-cert", required_argument, NULL, TOOL_OPT_TLS_CERT},                                  \
+        {"tls-key", required_argument, NULL, TOOL_OPT_TLS_KEY},                                \
+        {"tls-ca", required_argument, NULL, TOOL_OPT_TLS_CA},                                  \
+        {"tls-verify-peer", no_argument, NULL, TOOL_OPT_TLS_VERIFY_PEER},                      \
+        {"tls-handshake-timeout", required_argument, NULL, TOOL_OPT_TLS_HANDSHAKE_TIMEOUT}
+#define TOOL_TLS_CLIENT_OPTIONS                                                                \
+    {"tls", no_argument, NULL, TOOL_OPT_TLS}, {"tls-name", required_argument, NULL, TOOL_OPT_TLS_NAME}, \
+        {"tls-insecure", no_argument, NULL, TOOL_OPT_TLS_INSECURE}
+#define TOOL_TLS_SERVER_HELP                                                                   \
+    "      --tls-cert FILE      serve TLS only, with this PEM certificate chain ...\n"         \
+    "      --tls-key FILE       ... and its PEM private key\n"                                 \
+    "      --tls-ca FILE        CA (PEM) for client certificates: checked when sent\n"        \
+    "      --tls-verify-peer    require a client certificate signed by --tls-ca\n"        \
+    "      --tls-handshake-timeout SEC  close a client whose handshake takes longer [10]\n"
+#define TOOL_TLS_CLIENT_HELP                                                                   \
+    "      --tls                TLS: verify the server against --tls-ca (else the\n"          \
+    "                           system's store) and the name HOST (or --tls-name)\n"         \
+    "      --tls-ca FILE        the CA (PEM) that signs the server's certificate\n"           \
+    "      --tls-name NAME      the name the server's certificate must carry [HOST]\n"        \
+    "      --tls-cert FILE      a client certificate (PEM), for servers that ask ...\n"       \
+    "      --tls-key FILE       ... and its private key\n"                                    \
+    "      --tls-insecure       no verification at all (says so on stderr)\n"
+
+struct tool_tls {
+    bool on; /* a client's --tls, or any server TLS option */
+    const char *cert, *key, *ca, *name;
+    bool verify_peer, insecure;
+    int handshake_ms; /* servers: --tls-handshake-timeout, 0: the default */
+};
+/* Takes opt (with optarg) if it is a TLS option: true, else false. */
+bool tool_tls_option(struct tool_tls *t, int opt, const char *arg);
+/* The server context for t (NULL: plain TCP); exits 2 on contradictory options, 1 (with
+ * the reason) when the certificate or key cannot be used. */
+struct tcpmsg_tls_ctx *tool_tls_server(const struct tool_tls *t);
+/* The client context for t (NULL: plain TCP); says "insecure" on stderr for --tls-insecure. */
+struct tcpmsg_tls_ctx *tool_tls_client(const struct tool_tls *t);
+/* Puts TLS over c under the deadline (ctx NULL: nothing to do): a client verifies the name
+ * (--tls-name, else host); exits 1 with one line naming what failed. */
+void tool_tls_start(struct tcpmsg_conn *c, struct tcpmsg_tls_ctx *ctx, const struct tool_tls *t,
+                    const char *host, int64_t deadline);
+
 #endif

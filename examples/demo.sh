@@ -1,6 +1,7 @@
 #!/bin/sh
 # The libtcpmsg demo: the echo server and client with each framing, one connection as
-# `ss -tn` sees it, and a clean stop with SIGTERM. A few seconds, loopback only.
+# `ss -tn` sees it, the same over TLS (a test CA and certificate made on the spot with the
+# openssl CLI), and a clean stop with SIGTERM. A few seconds, loopback only.
 #   sh examples/demo.sh [DIR-WITH-THE-PROGRAMS]     (default: build/default/examples)
 set -eu
 bin=${1:-build/default/examples}
@@ -61,5 +62,32 @@ exec 3>&- # end of stdin: the client finishes and closes
 wait "$client"
 stop_server
 
-say "4. What the server logged (stderr)"
+say "4. The same over TLS: a test CA and a certificate for localhost, made now"
+if ! command -v openssl >/dev/null 2>&1; then
+    echo "   (openssl is not installed: apt-get install openssl)"
+elif ! "$bin/tcpmsg-echo-server" --help | grep -q -- --tls-cert; then
+    echo "   (this build has no TLS: apt-get install libssl-dev, then configure again)"
+else
+    (
+        cd "$tmp"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+            -subj /CN=demo-ca -keyout ca.key -out ca.pem 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+            -keyout server.key -out server.csr 2>/dev/null
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >san.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+            -extfile san.ext -out server.pem 2>/dev/null
+    )
+    start_server --tls-cert "$tmp/server.pem" --tls-key "$tmp/server.key"
+    echo "   tcpmsg-echo-server --tls-cert server.pem --tls-key server.key (port $port)"
+    printf 'encrypted hello\nverified against ca.pem\n' |
+        "$bin/tcpmsg-echo-client" --tls --tls-ca "$tmp/ca.pem" localhost "$port" |
+        sed 's/^/   reply: /'
+    echo "   the same client without trusting the demo CA:"
+    printf 'x\n' | "$bin/tcpmsg-echo-client" --tls localhost "$port" 2>&1 |
+        sed 's/^/   /' || true
+    stop_server
+fi
+
+say "5. What the server logged (stderr)"
 sed 's/^/   /' "$tmp/log"

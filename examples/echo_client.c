@@ -26,6 +26,7 @@ usage(void)
            "  -f, --framing F         len32, line, fixed:N, ... as the server [len32]\n"
            "  -s, --max-frame BYTES   largest frame sent or accepted [16777216]\n"
            "  -t, --timeout SEC       give up when the server is silent this long [10]\n"
+           TOOL_TLS_CLIENT_HELP
            "  -h, --help              this help\n"
            "  -V, --version           the version\n",
            tool_name());
@@ -39,12 +40,19 @@ main(int argc, char **argv)
     static const struct option longopts[] = {
         {"framing", required_argument, NULL, 'f'}, {"max-frame", required_argument, NULL, 's'},
         {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
+        {"version", no_argument, NULL, 'V'},       TOOL_TLS_CLIENT_OPTIONS,
+        {"tls-ca", required_argument, NULL, TOOL_OPT_TLS_CA},
+        {"tls-cert", required_argument, NULL, TOOL_OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, TOOL_OPT_TLS_KEY},
+        {NULL, 0, NULL, 0}};
     const char *framing = "len32";
     uint64_t max_frame = 0;
     int timeout_ms = 10000;
+    struct tool_tls tls = {0};
     int opt;
     while ((opt = getopt_long(argc, argv, ":f:s:t:hV", longopts, NULL)) != -1) {
+        if (tool_tls_option(&tls, opt, optarg))
+            continue;
         switch (opt) {
         case 'f':
             framing = optarg;
@@ -68,6 +76,7 @@ main(int argc, char **argv)
     const char *host = argv[optind], *port = argv[optind + 1];
     struct tcpmsg_codec codec;
     tool_framing("--framing", framing, max_frame, &codec);
+    struct tcpmsg_tls_ctx *tls_ctx = tool_tls_client(&tls);
 
     /* Connect under the timeout; the connection only queues what it is given (MANUAL) and
      * the loop below writes it when the socket can take it, so stdin and the socket are
@@ -80,6 +89,7 @@ main(int argc, char **argv)
     int r = tcpmsg_conn_open(&c, fd, &codec, &opts);
     if (r < 0)
         tool_die("%s", tcpmsg_strerror(r));
+    tool_tls_start(c, tls_ctx, &tls, host, tcpmsg_deadline_in(timeout_ms));
 
     struct tool_input in;
     tool_input_open(&in, false, max_frame);
@@ -150,7 +160,10 @@ main(int argc, char **argv)
     tool_input_close(&in);
     fflush(stdout);
     r = tcpmsg_conn_close(c, tcpmsg_deadline_in(timeout_ms));
-    if (r < 0 && r != -ETIMEDOUT)
+    tcpmsg_tls_ctx_destroy(tls_ctx);
+    /* Every reply has arrived: a server that then ends without TLS's close_notify (Python's
+     * ssl does) has cut nothing we were waiting for. */
+    if (r < 0 && r != -ETIMEDOUT && r != TCPMSG_ETLSTRUNC)
         tool_die("closing: %s", tool_recv_error(r));
     return ferror(stdout) ? EXIT_RUNTIME : 0;
 }

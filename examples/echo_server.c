@@ -1,7 +1,7 @@
 /* tcpmsg-echo-server: sends every frame back, unchanged and in order, under any server
  * model (the course's "server 4321"). The port it listens on is printed on stdout; one line
  * per connection opened and closed goes to stderr. SIGINT/SIGTERM: stop accepting, finish
- * the frames already received, exit 0. */
+ * the frames already received, exit 0. With --tls-cert and --tls-key it serves TLS only. */
 #define _GNU_SOURCE /* POSIX and Linux interfaces under -std=c11 */
 #include "common.h"
 
@@ -29,6 +29,7 @@ usage(void)
            "  -c, --max-conns N        connections served at once, more are refused\n"
            "                           [1024; fork: 64; pool: the workers; iterative: 1]\n"
            "  -w, --workers N          pool: workers [2 x CPUs]; event: threads [CPUs]\n"
+           TOOL_TLS_SERVER_HELP
            "  -h, --help               this help\n"
            "  -V, --version            the version\n",
            tool_name());
@@ -54,14 +55,18 @@ main(int argc, char **argv)
         {"frame-timeout", required_argument, NULL, 'F'},
                                              {"max-conns", required_argument, NULL, 'c'},
                                              {"workers", required_argument, NULL, 'w'},
+                                             TOOL_TLS_SERVER_OPTIONS,
                                              {"help", no_argument, NULL, 'h'},
                                              {"version", no_argument, NULL, 'V'},
                                              {NULL, 0, NULL, 0}};
     struct tcpmsg_server_config cfg = {.handle_signals = true, .log = tool_log_server};
     const char *framing = "len32";
     uint64_t max_frame = 0;
+    struct tool_tls tls = {0};
     int opt;
     while ((opt = getopt_long(argc, argv, ":m:f:b:s:i:F:c:w:hV", longopts, NULL)) != -1) {
+        if (tool_tls_option(&tls, opt, optarg))
+            continue;
         switch (opt) {
         case 'm':
             if (tcpmsg_model_parse(optarg, &cfg.model) < 0)
@@ -106,6 +111,8 @@ main(int argc, char **argv)
     struct tcpmsg_codec codec;
     tool_framing("--framing", framing, max_frame, &codec);
     cfg.codec = &codec;
+    cfg.tls_ctx = tool_tls_server(&tls);
+    cfg.handshake_timeout_ms = tls.handshake_ms;
 
     struct tcpmsg_handler h = {.on_message = echo};
     struct tcpmsg_server *s;
@@ -114,11 +121,12 @@ main(int argc, char **argv)
         tool_die("cannot listen on %s port %s: %s", cfg.host ? cfg.host : "all addresses", cfg.port,
                  tcpmsg_strerror(r));
     tool_print_port(tcpmsg_server_port(s));
-    tool_warn("listening on port %d (%s model, %s framing, frames up to %llu bytes)",
+    tool_warn("listening on port %d (%s model, %s framing, frames up to %llu bytes%s)",
               tcpmsg_server_port(s), tcpmsg_model_name(cfg.model), framing,
-              (unsigned long long)tcpmsg_codec_max_payload(&codec));
+              (unsigned long long)tcpmsg_codec_max_payload(&codec), cfg.tls_ctx ? ", TLS" : "");
     r = tcpmsg_server_run(s);
     tcpmsg_server_destroy(s);
+    tcpmsg_tls_ctx_destroy(cfg.tls_ctx);
     if (r < 0)
         tool_die("%s", tcpmsg_strerror(r));
     return 0;

@@ -1,6 +1,12 @@
 /* loadgen: a load generator for len32 echo servers (4-byte big-endian length, payload).
  *
  *   loadgen -p PORT [-h HOST] [-c CONNS] [-d DEPTH] [-s SIZE] [-t SECONDS] [-w WARMUP] [-T THREADS]
+ *           [-S CAFILE [-H full|resumed]]
+ *
+ * -S: over TLS (OpenSSL, the server verified against CAFILE and the name HOST); with -H,
+ * handshakes per second instead: each round connects, completes a handshake (a new one, or
+ * resuming the first connection's session), exchanges one frame and closes with
+ * close_notify. Built only with OpenSSL (LOADGEN_TLS).
  *
  * Opens CONNS connections, keeps DEPTH frames of SIZE bytes in flight on each, and for
  * SECONDS (after WARMUP seconds not counted) checks every byte of every echoed frame and
@@ -31,6 +37,12 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifdef LOADGEN_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+static SSL_CTX *tls_ctx;
+#endif
 
 static const char *host = "127.0.0.1", *port;
 static int nconns = 1, depth = 1, nthreads = 1;
@@ -89,6 +101,9 @@ percentile(const struct hist *h, double p)
 
 struct lconn {
     int fd;
+#ifdef LOADGEN_TLS
+    void *ssl; /* SSL *, or NULL: plain TCP */
+#endif
     uint64_t next_seq, expect_seq;
     uint64_t *sent_at; /* ring of depth send times, indexed by seq % depth */
     uint8_t *in;
@@ -126,9 +141,28 @@ connect_one(void)
     freeaddrinfo(res);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    fcntl(fd, F_SETFL, O_NONBLOCK);
     return fd;
 }
+
+#ifdef LOADGEN_TLS
+/* The TLS handshake on a blocking fd; returns the SSL (resuming `resume` when given). */
+static SSL *
+tls_start(int fd, SSL_SESSION *resume)
+{
+    SSL *ssl = SSL_new(tls_ctx);
+    SSL_set_fd(ssl, fd);
+    SSL_set_tlsext_host_name(ssl, host);
+    SSL_set1_host(ssl, host);
+    if (resume)
+        SSL_set_session(ssl, resume);
+    if (SSL_connect(ssl) != 1) {
+        ERR_print_errors_fp(stderr);
+        fprintf(stderr, "loadgen: TLS handshake failed\n");
+        exit(1);
+    }
+    return ssl;
+}
+#endif
 
 /* Appends k new frames to c's output. */
 static void
@@ -165,11 +199,51 @@ queue_frames(struct lconn *c, int k)
     }
 }
 
+/* send(), or SSL_write over TLS: > 0 bytes, or -1 with errno EAGAIN (would block) or
+ * another error. */
+static ssize_t
+out_some(struct lconn *c, const void *p, size_t n)
+{
+#ifdef LOADGEN_TLS
+    if (c->ssl) {
+        size_t put;
+        int r = SSL_write_ex(c->ssl, p, n, &put);
+        if (r == 1)
+            return (ssize_t)put;
+        int e = SSL_get_error(c->ssl, r);
+        errno = e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? EAGAIN : EPIPE;
+        return -1;
+    }
+#endif
+    return send(c->fd, p, n, MSG_NOSIGNAL);
+}
+
+/* recv(), or SSL_read over TLS: > 0 bytes, 0 at the end, or -1 with errno EAGAIN. */
+static ssize_t
+in_some(struct lconn *c, void *p, size_t n)
+{
+#ifdef LOADGEN_TLS
+    if (c->ssl) {
+        size_t got;
+        int r = SSL_read_ex(c->ssl, p, n, &got);
+        if (r == 1)
+            return (ssize_t)got;
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            errno = EAGAIN;
+            return -1;
+        }
+        return 0;
+    }
+#endif
+    return recv(c->fd, p, n, 0);
+}
+
 static void
 flush_out(struct worker *w, struct lconn *c)
 {
     while (c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        ssize_t n = out_some(c, c->out + c->out_off, c->out_len - c->out_off);
         if (n > 0) {
             c->out_off += (size_t)n;
             continue;
@@ -201,9 +275,13 @@ on_readable(struct worker *w, struct lconn *c)
             if (!c->in)
                 die("realloc");
         }
-        ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+        ssize_t n = in_some(c, c->in + c->in_len, c->in_cap - c->in_len);
         if (n > 0) {
             c->in_len += (size_t)n;
+#ifdef LOADGEN_TLS
+            if (c->ssl)
+                continue; /* TLS: until OpenSSL wants more (a short read says nothing) */
+#endif
             if ((size_t)n < c->in_cap - c->in_len + (size_t)n)
                 break; /* a short read: the socket is drained (edge-triggered) */
             continue;
@@ -281,12 +359,57 @@ worker_main(void *arg)
     return NULL;
 }
 
+#ifdef LOADGEN_TLS
+/* -H: handshakes per second for `seconds` (after `warmup`), one connection at a time. */
+static int
+run_handshakes(bool resumed)
+{
+    SSL_SESSION *sess = NULL;
+    uint64_t t0 = 0, done = 0, reused = 0;
+    uint64_t start = now_ns();
+    uint8_t frame[4 + 8] = {0, 0, 0, 8}, back[12];
+    for (;;) {
+        uint64_t now = now_ns();
+        double since = (double)(now - start) / 1e9;
+        if (!t0 && since >= warmup)
+            t0 = now, done = reused = 0;
+        if (t0 && (double)(now - t0) / 1e9 >= seconds)
+            break;
+        int fd = connect_one();
+        SSL *ssl = tls_start(fd, resumed ? sess : NULL);
+        /* One exchange: it also brings a TLS 1.3 server's ticket. */
+        size_t k;
+        if (SSL_write_ex(ssl, frame, sizeof frame, &k) != 1)
+            exit(1);
+        for (size_t got = 0; got < sizeof back; got += k)
+            if (SSL_read_ex(ssl, back + got, sizeof back - got, &k) != 1)
+                exit(1);
+        reused += SSL_session_reused(ssl) == 1;
+        if (resumed && !sess)
+            sess = SSL_get1_session(ssl);
+        SSL_shutdown(ssl);
+        SSL_free(ssl);
+        close(fd);
+        done++;
+    }
+    double elapsed = (double)(now_ns() - t0) / 1e9;
+    printf("{\"handshakes_per_s\": %.0f, \"resumed\": %llu, \"total\": %llu, \"seconds\": %.3f}\n",
+           (double)done / elapsed, (unsigned long long)reused, (unsigned long long)done,
+           elapsed);
+    SSL_SESSION_free(sess);
+    return 0;
+}
+#endif
+
 int
 main(int argc, char **argv)
 {
     int opt;
-    while ((opt = getopt(argc, argv, "h:p:c:d:s:t:w:T:")) != -1) {
+    const char *cafile = NULL, *hmode = NULL;
+    while ((opt = getopt(argc, argv, "h:p:c:d:s:t:w:T:S:H:")) != -1) {
         switch (opt) {
+        case 'S': cafile = optarg; break;
+        case 'H': hmode = optarg; break;
         case 'h': host = optarg; break;
         case 'p': port = optarg; break;
         case 'c': nconns = atoi(optarg); break;
@@ -307,6 +430,24 @@ main(int argc, char **argv)
     }
     if (nthreads > nconns)
         nthreads = nconns;
+    if (cafile) {
+#ifdef LOADGEN_TLS
+        tls_ctx = SSL_CTX_new(TLS_client_method());
+        if (!tls_ctx || SSL_CTX_load_verify_locations(tls_ctx, cafile, NULL) != 1) {
+            ERR_print_errors_fp(stderr);
+            return 1;
+        }
+        SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_PEER, NULL);
+        SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        SSL_CTX_set_read_ahead(tls_ctx, 1);
+        SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_CLIENT);
+        if (hmode)
+            return run_handshakes(strcmp(hmode, "resumed") == 0);
+#else
+        fprintf(stderr, "loadgen: built without OpenSSL: no -S\n");
+        return 2;
+#endif
+    }
     pattern = malloc(size);
     for (size_t i = 0; i < size; i++)
         pattern[i] = (uint8_t)(i * 131 + 7);
@@ -320,6 +461,11 @@ main(int argc, char **argv)
         for (int i = 0; i < w->n; i++) {
             struct lconn *c = &w->conns[i];
             c->fd = connect_one();
+#ifdef LOADGEN_TLS
+            if (tls_ctx)
+                c->ssl = tls_start(c->fd, NULL);
+#endif
+            fcntl(c->fd, F_SETFL, O_NONBLOCK);
             c->sent_at = calloc((size_t)depth, sizeof *c->sent_at);
             struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.ptr = c};
             if (epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)

@@ -50,6 +50,14 @@ SCENARIOS = [
     ("bulk-1MiB", 1, 1, 1 << 20, None),
 ]
 SWEEP = [1, 10, 100, 1000]  # connections, depth 4, 64 B: the plot
+TLS_SCENARIOS = [
+    # name, conns, depth, size: run against libtcpmsg over TLS, the raw OpenSSL peer, and
+    # the same two over plain TCP (what encryption costs)
+    ("tls-pingpong-64B", 1, 1, 64),
+    ("tls-pipelined-64B-d64", 1, 64, 64),
+    ("tls-100conns-d8-64B", 100, 8, 64),
+    ("tls-bulk-1MiB", 1, 1, 1 << 20),
+]
 SWEEP_SERVERS = ["event", "thread", "raw-epoll", "libevent", "libuv"]
 
 
@@ -162,6 +170,115 @@ def run_servers(args, build):
         for s in started.values():
             s.stop()
     return results
+
+
+def make_pki():
+    d = os.path.join(ROOT, "build", "bench-pki")
+    subprocess.run(["sh", os.path.join(ROOT, "tests", "tls", "make_certs.sh"), d], check=True,
+                   capture_output=True)
+    return d
+
+
+def tls_loadgen(build, port, cafile, extra, seconds, warmup):
+    out = subprocess.run(["taskset", "-c", CLIENT_CPU,
+                          os.path.join(build, "tests", "bench", "loadgen"), "-p", str(port),
+                          "-h", "localhost", "-S", cafile, *extra,
+                          "-t", str(seconds), "-w", str(warmup)],
+                         capture_output=True, text=True, timeout=seconds + warmup + 120,
+                         preexec_fn=raise_fd_limit)
+    if out.returncode != 0:
+        raise RuntimeError(f"loadgen (TLS) failed: {out.stderr.strip()}")
+    return json.loads(out.stdout)
+
+
+def run_tls(args, build):
+    """TLS scenarios, interleaved like the others: libtcpmsg's EVENT server over TLS
+    ("event-tls") against the hand-written OpenSSL epoll peer ("openssl"), both with one
+    thread on the server core, the same certificate (ECDSA P-256), TLS 1.3, and the plain
+    event server and raw epoll peer beside them; then handshakes per second, full and
+    resumed."""
+    bench = os.path.join(build, "tests", "bench")
+    peer = os.path.join(bench, "peer_openssl")
+    if not os.access(peer, os.X_OK):
+        log("peer_openssl not built (no OpenSSL): no TLS results")
+        return {}
+    pki = make_pki()
+    cert, key, ca = (os.path.join(pki, n) for n in ("server.pem", "server.key", "ca.pem"))
+    ex = os.path.join(build, "examples", "tcpmsg-echo-server")
+    tls_servers = {
+        "event-tls": Server("event-tls", [ex, "--mode", "event", "--workers", "1", "--max-conns",
+                                          "20000", "--tls-cert", cert, "--tls-key", key, "0"]),
+        "openssl": Server("openssl", [peer, cert, key, "0"]),
+    }
+    plain = {
+        "event": Server("event", [ex, "--mode", "event", "--workers", "1", "--max-conns",
+                                  "20000", "0"]),
+        "raw-epoll": Server("raw-epoll", [os.path.join(bench, "peer_epoll"), "0"]),
+    }
+    results = {}
+    scenarios = TLS_SCENARIOS[:2] if args.quick else TLS_SCENARIOS
+    try:
+        for name, conns, depth, size in scenarios:
+            runs = {s: [] for s in [*tls_servers, *plain]}
+            extra = ["-c", str(conns), "-d", str(depth), "-s", str(size)]
+            for rep in range(args.repeat):
+                for s, srv in tls_servers.items():
+                    runs[s].append(tls_loadgen(build, srv.port, ca, extra, args.seconds,
+                                               args.warmup))
+                for s, srv in plain.items():
+                    runs[s].append(loadgen(build, srv.port, conns, depth, size, args.seconds,
+                                           args.warmup))
+            results[name] = {s: summarize(r) for s, r in runs.items()}
+            line = "  ".join(f"{s} {v['msgs_per_s']:.0f}" for s, v in results[name].items())
+            log(f"{name}: {line}")
+        for mode in ["full", "resumed"]:
+            runs = {s: [] for s in tls_servers}
+            for rep in range(args.repeat):
+                for s, srv in tls_servers.items():
+                    runs[s].append(tls_loadgen(build, srv.port, ca, ["-H", mode], args.seconds,
+                                               args.warmup))
+            results[f"tls-handshakes-{mode}"] = {
+                s: {"handshakes_per_s": statistics.median(r["handshakes_per_s"] for r in v),
+                    "spread": max(r["handshakes_per_s"] for r in v) -
+                    min(r["handshakes_per_s"] for r in v),
+                    "resumed": sum(r["resumed"] for r in v), "total": sum(r["total"] for r in v)}
+                for s, v in runs.items()}
+            log(f"handshakes {mode}: " + "  ".join(
+                f"{s} {v['handshakes_per_s']:.0f}" for s, v in results[f'tls-handshakes-{mode}'].items()))
+    finally:
+        for s in [*tls_servers.values(), *plain.values()]:
+            s.stop()
+    return results
+
+
+def tls_tables(res):
+    t = res.get("tls") or {}
+    if not t:
+        return ""
+    lines = ["| TLS scenario | libtcpmsg event TLS | OpenSSL peer | ratio | event plain | "
+             "raw epoll plain | TLS / plain (event) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for scen, by in t.items():
+        if scen.startswith("tls-handshakes"):
+            continue
+        e, o, p, r = by["event-tls"], by["openssl"], by["event"], by["raw-epoll"]
+        lines.append(f"| {scen} | {fmt_rate(e['msgs_per_s'])} (p50 {e['p50_us']:.0f} µs) "
+                     f"| {fmt_rate(o['msgs_per_s'])} (p50 {o['p50_us']:.0f} µs) "
+                     f"| {e['msgs_per_s'] / o['msgs_per_s']:.2f}x | {fmt_rate(p['msgs_per_s'])} "
+                     f"| {fmt_rate(r['msgs_per_s'])} | {e['msgs_per_s'] / p['msgs_per_s']:.2f}x |")
+    lines.append("")
+    lines.append("| handshakes per second (ECDSA P-256, TLS 1.3, one exchange each) | libtcpmsg "
+                 "event TLS | OpenSSL peer | ratio | resumed |")
+    lines.append("| --- | --- | --- | --- | --- |")
+    for mode in ["full", "resumed"]:
+        by = t.get(f"tls-handshakes-{mode}")
+        if not by:
+            continue
+        e, o = by["event-tls"], by["openssl"]
+        lines.append(f"| {mode} | {e['handshakes_per_s']:.0f} (spread {e['spread']:.0f}) "
+                     f"| {o['handshakes_per_s']:.0f} (spread {o['spread']:.0f}) "
+                     f"| {e['handshakes_per_s'] / o['handshakes_per_s']:.2f}x "
+                     f"| {e['resumed']}/{e['total']} and {o['resumed']}/{o['total']} |")
+    return "\n".join(lines)
 
 
 def run_json_lines(cmd):
@@ -322,6 +439,10 @@ def tables(res):
         lines.append("| --- |" + " --- |" * len(names))
         for scen, by in res["cpu"].items():
             lines.append(f"| {scen} | " + " | ".join(f"{by[n]:.0f}" for n in names) + " |")
+    tls = tls_tables(res)
+    if tls:
+        lines.append("")
+        lines.append(tls)
     return "\n".join(lines)
 
 
@@ -397,6 +518,8 @@ def main():
     res["micro"] = run_micro(args, args.build)
     log("servers...")
     res["servers"] = run_servers(args, args.build)
+    log("TLS...")
+    res["tls"] = run_tls(args, args.build)
     log("memory...")
     res["memory"] = run_memory(args, args.build)
     log("allocations (valgrind)...")

@@ -113,6 +113,20 @@ def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def settled_fd_count(pid):
+    """The server's own descriptors once it runs (a spare for EMFILE is opened when it
+    starts serving; the pool's watcher may still be starting workers; the last client's
+    socket may not be closed yet): call after one exchange; a count that held for 0.5 s."""
+    before, since = fd_count(pid), time.monotonic()
+    deadline = since + WAIT
+    while time.monotonic() - since < 0.5 and time.monotonic() < deadline:
+        select.select([], [], [], 0.01)  # sampling a count, not timing anything
+        n = fd_count(pid)
+        if n != before:
+            before, since = n, time.monotonic()
+    return before
+
+
 def fd_list(pid):
     out = []
     for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
@@ -328,17 +342,8 @@ class Hostile(unittest.TestCase):
 
     def test_short_connections_leave_no_fd_behind(self):
         def case(mode, srv):
-            # The server's own descriptors once it runs (a spare for EMFILE is opened when
-            # it starts serving; the pool's watcher may still be starting workers): after
-            # one exchange, a count that held for half a second.
             still_serves(self, srv)
-            before, since = fd_count(srv.proc.pid), time.monotonic()
-            deadline = since + WAIT
-            while time.monotonic() - since < 0.5 and time.monotonic() < deadline:
-                select.select([], [], [], 0.01)  # sampling a count, not timing anything
-                n = fd_count(srv.proc.pid)
-                if n != before:
-                    before, since = n, time.monotonic()
+            before = settled_fd_count(srv.proc.pid)
             before_list = fd_list(srv.proc.pid)
             for i in range(1000):
                 with connect(srv.port) as s:

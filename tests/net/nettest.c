@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -210,3 +211,36 @@ nt_refusing_port(const char *host, int *holder)
     *holder = fd;
     return tcpmsg_sock_port(fd);
 }
+
+static const struct nt_model all_models[] = {
+    {"iterative", TCPMSG_MODEL_ITERATIVE, false, 0, false, false},
+    {"fork", TCPMSG_MODEL_FORK, false, 0, true, true},
+    {"thread", TCPMSG_MODEL_THREAD, false, 0, true, false},
+    {"pool", TCPMSG_MODEL_POOL, false, 3, false, true},
+    {"pool-threads", TCPMSG_MODEL_POOL, true, 3, false, false},
+    {"event", TCPMSG_MODEL_EVENT, false, 1, true, false},
+    {"event-2", TCPMSG_MODEL_EVENT, false, 2, true, false},
+};
+
+int
+nt_models(const char *who, const struct nt_model **out)
+{
+    static struct nt_model chosen[sizeof all_models / sizeof all_models[0]];
+    const char *only = getenv("TCPMSG_TEST_MODELS");
+    int n = 0;
+    for (size_t i = 0; i < sizeof all_models / sizeof all_models[0]; i++) {
+        if (only && *only) {
+            char list[256], key[64];
+            snprintf(list, sizeof list, ",%s,", only);
+            snprintf(key, sizeof key, ",%s,", all_models[i].name);
+            if (!strstr(list, key))
+                continue;
+        }
+        chosen[n++] = all_models[i];
+    }
+    if (only && *only)
+        fprintf(stderr, "%s: models restricted by TCPMSG_TEST_MODELS to %s\n", who, only);
+    *out = chosen;
+    return n;
+}
+

@@ -10,6 +10,19 @@
 #include "testutil.h"
 #include "tcpmsg.h"
 
+/* The server models every server suite loops over. */
+struct nt_model {
+    const char *name;
+    enum tcpmsg_model model;
+    bool pool_threads;
+    int workers;
+    bool concurrent; /* serves many connections at once (beyond `workers`) */
+    bool processes;  /* handlers run in child processes */
+};
+/* The models to test: every one, or those TCPMSG_TEST_MODELS names (comma-separated: then
+ * the restriction is said on stderr, with `who`). Returns how many; *out their table. */
+int nt_models(const char *who, const struct nt_model **out);
+
 /* Open file descriptors of this process (/proc/self/fd). */
 int nt_fd_count(void);
 /* Checked fixture: every test must leave as many fds open as it found. */

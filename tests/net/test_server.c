@@ -27,25 +27,7 @@
 
 #define LONG_WAIT tcpmsg_deadline_in(60000)
 
-struct model {
-    const char *name;
-    enum tcpmsg_model model;
-    bool pool_threads;
-    int workers;
-    bool concurrent; /* serves many connections at once (beyond `workers`) */
-    bool processes;  /* handlers run in child processes */
-};
-
-static const struct model all_models[] = {
-    {"iterative", TCPMSG_MODEL_ITERATIVE, false, 0, false, false},
-    {"fork", TCPMSG_MODEL_FORK, false, 0, true, true},
-    {"thread", TCPMSG_MODEL_THREAD, false, 0, true, false},
-    {"pool", TCPMSG_MODEL_POOL, false, 3, false, true},
-    {"pool-threads", TCPMSG_MODEL_POOL, true, 3, false, false},
-    {"event", TCPMSG_MODEL_EVENT, false, 1, true, false},
-    {"event-2", TCPMSG_MODEL_EVENT, false, 2, true, false},
-};
-static struct model models[16];
+static const struct nt_model *models;
 static int nmodels;
 
 /* What handlers saw, in memory shared with forked workers. */
@@ -204,7 +186,7 @@ eventually(bool (*cond)(void *), void *arg)
 }
 
 static struct tcpmsg_server *
-start(const struct model *m, struct tcpmsg_server_config *cfg, const struct tcpmsg_handler *h)
+start(const struct nt_model *m, struct tcpmsg_server_config *cfg, const struct tcpmsg_handler *h)
 {
     cfg->host = "127.0.0.1";
     cfg->model = m->model;
@@ -301,7 +283,7 @@ record(void *user, enum tcpmsg_server_event ev, int code, const char *tuple)
 
 START_TEST(echo_every_codec)
 {
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     int threads = thread_baseline();
     struct tcpmsg_codec codecs[3];
     tcpmsg_codec_init_length(&codecs[0], NULL);
@@ -331,7 +313,7 @@ START_TEST(large_frames)
 {
     /* Replies larger than output_high (1 MiB by default): the connection pauses for them and
      * must resume, whether the reply left in one write or waited for EPOLLOUT. */
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     struct tcpmsg_server_config cfg = {0};
     struct tcpmsg_server *s = start(m, &cfg, &echo);
     struct tcpmsg_conn *c = client(s, NULL);
@@ -364,7 +346,7 @@ END_TEST
 
 START_TEST(many_clients)
 {
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     enum { K = 5 };
     int n = m->model == TCPMSG_MODEL_FORK ? 30 : 200;
     struct tcpmsg_server_config cfg = {0};
@@ -431,7 +413,7 @@ reason_seen(void *arg)
 
 START_TEST(slow_and_idle_peers_are_closed)
 {
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     struct tcpmsg_server_config cfg = {.idle_timeout_ms = 100, .frame_timeout_ms = 10000};
     struct tcpmsg_server *s = start(m, &cfg, &echo);
     /* Connects and says nothing. */
@@ -461,7 +443,7 @@ END_TEST
 
 START_TEST(misbehaving_peer_closes_only_itself)
 {
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     struct tcpmsg_codec codec;
     tcpmsg_codec_init_length(&codec, &(struct tcpmsg_length_config){.max_payload = 1000});
     struct tcpmsg_server_config cfg = {.codec = &codec};
@@ -502,7 +484,7 @@ END_TEST
 
 START_TEST(client_that_never_reads)
 {
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     /* Small kernel buffers on both ends, so that what the kernels hold (which loopback
      * autotuning would grow to tens of MiB) is small beside what the server must not take. */
     struct tcpmsg_server_config cfg = {.output_high = 64 * 1024,
@@ -578,7 +560,7 @@ START_TEST(max_connections)
     /* Every model honours an explicit max_conns the same way: the connection past it is
      * closed at once and counted as refused. ITERATIVE serves one at a time whatever the
      * bound: the next client waits in the listen queue, neither accepted nor refused. */
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     bool one = m->model == TCPMSG_MODEL_ITERATIVE;
     struct tcpmsg_server_config cfg = {.max_conns = m->model == TCPMSG_MODEL_POOL ? 2 : 3};
     int limit = one ? 1 : cfg.max_conns;
@@ -625,7 +607,7 @@ START_TEST(pool_default_bound_is_its_workers)
 {
     /* Without max_conns, POOL serves `workers` clients at once and the next one waits for
      * a free worker: it is not refused. */
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     if (m->model != TCPMSG_MODEL_POOL) {
         fprintf(stderr, "pool_default_bound_is_its_workers: not applicable to %s "
                         "(max_connections covers it)\n", m->name);
@@ -660,7 +642,7 @@ END_TEST
 
 START_TEST(stop_drains_received_frames)
 {
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     struct tcpmsg_server_config cfg = {0};
     struct tcpmsg_server *s = start(m, &cfg, &echo);
     struct tcpmsg_conn *c;
@@ -697,7 +679,7 @@ END_TEST
 START_TEST(sigterm_in_a_server_process)
 {
     /* The server as a program: its own process, signals handled, exit status 0. */
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     int pfd[2];
     ck_assert_int_eq(pipe(pfd), 0);
     pid_t pid = fork();
@@ -768,7 +750,7 @@ dialog(struct tcpmsg_conn *c, void *user)
 
 START_TEST(dialog_handler)
 {
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     struct tcpmsg_handler h = {.dialog = dialog, .on_close = on_close};
     struct tcpmsg_server_config cfg = {.drain_ms = 20000};
     if (m->model == TCPMSG_MODEL_EVENT) {
@@ -809,7 +791,7 @@ START_TEST(pool_replaces_a_dead_worker)
      * slot it held comes back. FORK (max_conns 1): the next client is served. POOL
      * (max_conns = workers): the worker is replaced and `workers` clients are served at
      * once again, which a lost slot would prevent. */
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     if (!m->processes) {
         fprintf(stderr, "pool_replaces_a_dead_worker: not applicable to %s (no worker "
                         "process to kill)\n", m->name);
@@ -850,7 +832,7 @@ START_TEST(stop_from_a_handler)
 {
     /* A handler stops the server, in every model: in a worker process, its copy of the
      * server writes the stop eventfd that the parent and every worker wait on. */
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     struct tcpmsg_server_config cfg = {0};
     struct tcpmsg_server *s = start(m, &cfg, &echo);
     struct tcpmsg_conn *c = client(s, NULL);
@@ -871,7 +853,7 @@ scaled_ms(int ms)
 
 /* Stops s and waits for run to return; returns the milliseconds that took, and says them. */
 static int64_t
-timed_stop(struct tcpmsg_server *s, const char *test, const struct model *m, int drain_ms)
+timed_stop(struct tcpmsg_server *s, const char *test, const struct nt_model *m, int drain_ms)
 {
     int64_t t0 = tcpmsg_now_ms();
     tcpmsg_server_stop(s);
@@ -886,7 +868,7 @@ START_TEST(stop_does_not_wait_for_a_half_frame)
 {
     /* At stop a connection reads what has arrived, answers its whole frames, and is closed
      * at once: a peer holding half a frame does not keep the server for drain_ms. */
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     struct tcpmsg_server_config cfg = {.drain_ms = scaled_ms(5000)};
     struct tcpmsg_server *s = start(m, &cfg, &echo);
     int port = tcpmsg_server_port(s);
@@ -913,7 +895,7 @@ START_TEST(a_worker_stuck_at_stop_is_killed)
     /* A handler that never returns (here: blocked reading a pipe nobody writes): a worker
      * process is killed a grace second after drain_ms, and run returns. A thread cannot be
      * killed: the THREAD, POOL threads and EVENT models wait for their handlers. */
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     if (!m->processes) {
         fprintf(stderr, "a_worker_stuck_at_stop_is_killed: not applicable to %s (a thread "
                         "cannot be killed)\n", m->name);
@@ -948,7 +930,7 @@ START_TEST(stop_answers_frames_received_while_busy)
 {
     /* 50 frames arrive while the handler is busy; the stop comes; the handler returns: every
      * one of them is answered before the connection ends. */
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     ck_assert_int_eq(pipe(sh->hold), 0);
     /* The drain time is not what this test is about: a long one keeps a worker process that
      * a loaded machine (valgrind) runs slowly from being killed a second after it. */
@@ -999,7 +981,7 @@ event_seen(void *arg)
 
 START_TEST(log_callback_sees_every_event)
 {
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     struct tcpmsg_server_config cfg = {.log = record};
     struct tcpmsg_server *s = start(m, &cfg, &echo);
     struct tcpmsg_conn *c = client(s, NULL);
@@ -1032,7 +1014,7 @@ END_TEST
 
 START_TEST(drop_from_a_handler)
 {
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     struct tcpmsg_server_config cfg = {0};
     struct tcpmsg_server *s = start(m, &cfg, &echo);
     struct tcpmsg_conn *c = client(s, NULL);
@@ -1230,7 +1212,7 @@ settled(void *arg)
 
 START_TEST(survives_running_out_of_fds)
 {
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     bool in_worker = m->model == TCPMSG_MODEL_POOL && !m->pool_threads;
     if (getenv("TCPMSG_VALGRIND")) {
         /* valgrind keeps its own descriptor limit for the process (below the kernel's) and
@@ -1400,7 +1382,7 @@ START_TEST(on_open_refuses)
 {
     /* on_open says no: that connection is closed at once, counted as refused and logged
      * with on_open's code, on_close is not called for it; the next client is served. */
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     struct tcpmsg_handler h = {.on_open = refusing_open, .on_message = on_message,
                                .on_close = on_close};
     struct tcpmsg_server_config cfg = {.log = record};
@@ -1426,7 +1408,7 @@ START_TEST(stop_is_bounded_by_drain_ms)
 {
     /* A client that never reads: its replies cannot all be written. The stop gives them
      * drain_ms, then resets the connection; run returns. */
-    const struct model *m = &models[_i];
+    const struct nt_model *m = &models[_i];
     struct tcpmsg_server_config cfg = {.drain_ms = scaled_ms(300),
                                        .write_timeout_ms = 60000, /* not what ends it */
                                        .listen = {.sndbuf = 4096, .rcvbuf = 4096}};
@@ -1458,20 +1440,7 @@ static Suite *
 make_suite(void)
 {
     tcpmsg_codec_init_length(&length4, NULL);
-    const char *only = getenv("TCPMSG_TEST_MODELS");
-    for (size_t i = 0; i < sizeof all_models / sizeof all_models[0]; i++) {
-        if (only && *only) {
-            char list[256];
-            snprintf(list, sizeof list, ",%s,", only);
-            char key[64];
-            snprintf(key, sizeof key, ",%s,", all_models[i].name);
-            if (!strstr(list, key))
-                continue;
-        }
-        models[nmodels++] = all_models[i];
-    }
-    if (only && *only)
-        fprintf(stderr, "test_server: models restricted by TCPMSG_TEST_MODELS to %s\n", only);
+    nmodels = nt_models("test_server", &models);
     Suite *s = suite_create("server");
     TCase *t = tcase_create("server");
     tcase_add_checked_fixture(t, shared_setup, shared_teardown);

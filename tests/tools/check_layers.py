@@ -2,7 +2,9 @@
 """Checks the architecture rules of docs/design.md on the source tree.
 
 - Each layer includes only its own headers and the public headers of the layers below:
-  core < codec < io < server.
+  core < codec < tls < io < server.
+- OpenSSL is included by the tls layer only, which makes no system call (the io layer
+  moves its bytes).
 - include/tcpmsg/codec.h needs only <stddef.h> <stdint.h> <stdbool.h> (plus the library's
   dependency-free version.h and error.h): a libuv or libevent user can take it alone.
 - The codec layer makes no system call and never allocates.
@@ -15,10 +17,11 @@ import sys
 root = pathlib.Path(sys.argv[1])
 errors = []
 
-LAYERS = ["core", "codec", "io", "server"]
+LAYERS = ["core", "codec", "tls", "io", "server"]
 PUBLIC = {
     "core": {"tcpmsg/version.h", "tcpmsg/error.h"},
     "codec": {"tcpmsg/codec.h", "tcpmsg/wire.h"},
+    "tls": {"tcpmsg/tls.h"},
     "io": {"tcpmsg/deadline.h", "tcpmsg/addr.h", "tcpmsg/sock.h", "tcpmsg/conn.h"},
     "server": {"tcpmsg/server.h"},
 }
@@ -26,6 +29,7 @@ PUBLIC = {
 FORBIDDEN_SYS = {
     "core": re.compile(r"^(sys/|unistd|pthread|signal|netdb|netinet|arpa|poll|fcntl|stdlib)"),
     "codec": re.compile(r"^(sys/|unistd|pthread|signal|netdb|netinet|arpa|poll|fcntl|stdlib)"),
+    "tls": re.compile(r"^(sys/|unistd|pthread|signal|netdb|netinet|arpa|poll|fcntl)"),
     "io": re.compile(r"^(pthread|signal|sys/wait|sys/signalfd|sys/epoll|spawn)"),
     "server": None,
 }
@@ -62,6 +66,14 @@ for layer in LAYERS:
                 bad = FORBIDDEN_SYS[layer]
                 if bad and bad.search(inc):
                     errors.append(f"{rel}: {layer} layer includes <{inc}>")
+        if layer != "tls":
+            for kind, inc in include_re.findall(text):
+                if inc.startswith("openssl/"):
+                    errors.append(f"{f.relative_to(root)}: only the tls layer includes <{inc}>")
+        if layer == "tls":
+            code = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+            for call in re.findall(r"\b(read|write|send|recv|recvmsg|sendmsg|poll|socket|close)\s*\(", code):
+                errors.append(f"{f.relative_to(root)}: the tls layer calls {call}() (no I/O)")
         if layer in ("core", "codec"):
             code = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
             for call in re.findall(r"\b(malloc|calloc|realloc|free|read|write|send|recv|open|close)\s*\(", code):

@@ -1,0 +1,805 @@
+/* tcpmsg/tls.h under tcpmsg/conn.h: contexts, handshakes, frames over TLS in every shape
+ * that broke other event-loop TLS layers (many frames in a record, a frame over many
+ * records, records a byte at a time), every verification failure with its own code on the
+ * side that detects it, truncation, resumption. Over real loopback sockets, with the test
+ * PKI made by tests/tls/make_certs.sh (TCPMSG_TLS_CERTS names its directory). Exits 77
+ * (a CTest skip) when the library was built without TLS. */
+#include "nettest.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define LONG_WAIT tcpmsg_deadline_in(60000)
+
+static char certs[4096];
+static struct tcpmsg_codec length4;
+
+static const char *
+pki(const char *name)
+{
+    static char buf[8][4200];
+    static unsigned slot;
+    char *p = buf[slot++ % 8];
+    snprintf(p, sizeof buf[0], "%s/%s", certs, name);
+    return p;
+}
+
+/* A server context with certificate `name` (server, expired, other, rogue...). */
+static struct tcpmsg_tls_ctx *
+server_ctx(const char *name, const struct tcpmsg_tls_config *extra)
+{
+    struct tcpmsg_tls_config c = extra ? *extra : (struct tcpmsg_tls_config){0};
+    char cert[64], key[64];
+    snprintf(cert, sizeof cert, "%s.pem", name);
+    snprintf(key, sizeof key, "%s.key", name);
+    c.cert.cert_file = pki(cert);
+    c.cert.key_file = pki(key);
+    struct tcpmsg_tls_ctx *ctx;
+    char why[256];
+    int r = tcpmsg_tls_ctx_create(&ctx, TCPMSG_TLS_SERVER, &c, why, sizeof why);
+    ck_assert_msg(r == 0, "server ctx %s: %s (%s)", name, tcpmsg_errname(r), why);
+    return ctx;
+}
+
+/* A client context trusting the test CA (unless extra says otherwise). */
+static struct tcpmsg_tls_ctx *
+client_ctx(const struct tcpmsg_tls_config *extra)
+{
+    struct tcpmsg_tls_config c = extra ? *extra : (struct tcpmsg_tls_config){0};
+    if (!c.ca_file && !c.ca_pem)
+        c.ca_file = pki("ca.pem");
+    struct tcpmsg_tls_ctx *ctx;
+    char why[256];
+    int r = tcpmsg_tls_ctx_create(&ctx, TCPMSG_TLS_CLIENT, &c, why, sizeof why);
+    ck_assert_msg(r == 0, "client ctx: %s (%s)", tcpmsg_errname(r), why);
+    return ctx;
+}
+
+/* The server end of a test: its handshake (and the rest of its part) in a thread. */
+struct server_end {
+    int fd;
+    struct tcpmsg_tls_ctx *ctx;
+    struct tcpmsg_conn_opts opts;
+    int result; /* the handshake's */
+    struct tcpmsg_tls_info info;
+    struct tcpmsg_conn *c;
+    void (*then)(struct server_end *); /* after a successful handshake (optional) */
+    struct nt_thread t;
+};
+
+static void *
+server_main(void *arg)
+{
+    struct server_end *e = arg;
+    ck_assert_int_eq(tcpmsg_conn_open(&e->c, e->fd, &length4, &e->opts), 0);
+    struct tcpmsg_tls_params p = {.ctx = e->ctx, .info = &e->info};
+    e->result = tcpmsg_conn_start_tls(e->c, &p, LONG_WAIT);
+    if (e->result == 0 && e->then)
+        e->then(e);
+    return NULL;
+}
+
+/* A loopback pair with TLS on both ends: *client is the client's connection after its
+ * handshake returned `*cres` (the server's result is in e after server_join). */
+static struct tcpmsg_conn *
+tls_pair(struct server_end *e, struct tcpmsg_tls_ctx *cctx, const char *name,
+         const struct tcpmsg_tls_session *sess, const struct tcpmsg_conn_opts *copts, int *cres,
+         struct tcpmsg_tls_info *cinfo)
+{
+    int cfd;
+    nt_pair("127.0.0.1", &cfd, &e->fd);
+    nt_start(&e->t, server_main, e);
+    struct tcpmsg_conn *c;
+    ck_assert_int_eq(tcpmsg_conn_open(&c, cfd, &length4, copts), 0);
+    struct tcpmsg_tls_params p = {.ctx = cctx, .name = name, .session = sess, .info = cinfo};
+    *cres = tcpmsg_conn_start_tls(c, &p, LONG_WAIT);
+    return c;
+}
+
+static void
+server_join(struct server_end *e)
+{
+    nt_join(&e->t);
+}
+
+static void
+exchange(struct tcpmsg_conn *c, const void *msg, size_t len)
+{
+    struct tcpmsg_frame f;
+    ck_assert_int_eq(tcpmsg_conn_send(c, msg, len, LONG_WAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), 0);
+    ck_assert_uint_eq(f.len, len);
+    ck_assert(len == 0 || memcmp(f.data, msg, len) == 0);
+}
+
+/* The server's part of most tests: echo every frame until the end, then close. */
+static void
+echo_until_end(struct server_end *e)
+{
+    for (;;) {
+        struct tcpmsg_frame f;
+        int r = tcpmsg_conn_recv(e->c, &f, LONG_WAIT);
+        if (r < 0) {
+            e->result = r == TCPMSG_EOF ? 0 : r;
+            break;
+        }
+        ck_assert_int_eq(tcpmsg_conn_send(e->c, f.data, f.len, LONG_WAIT), 0);
+    }
+    tcpmsg_conn_close(e->c, LONG_WAIT);
+    e->c = NULL;
+}
+
+/* ---- contexts --------------------------------------------------------------------------- */
+
+START_TEST(context_errors)
+{
+    struct tcpmsg_tls_ctx *ctx = (struct tcpmsg_tls_ctx *)1;
+    char why[256];
+    ck_assert_int_eq(tcpmsg_tls_ctx_create(&ctx, TCPMSG_TLS_SERVER, NULL, why, sizeof why),
+                     -EINVAL);
+    ck_assert_ptr_null(ctx);
+    ck_assert_ptr_nonnull(strstr(why, "certificate"));
+    struct tcpmsg_tls_config c = {.cert = {.cert_file = pki("server.pem")}};
+    ck_assert_int_eq(tcpmsg_tls_ctx_create(&ctx, TCPMSG_TLS_CLIENT, &c, why, sizeof why), -EINVAL);
+    c.cert.key_file = pki("no-such.key");
+    ck_assert_int_eq(tcpmsg_tls_ctx_create(&ctx, TCPMSG_TLS_SERVER, &c, why, sizeof why), -ENOENT);
+    ck_assert_ptr_nonnull(strstr(why, "private key"));
+    c.cert.key_file = pki("client.key"); /* another certificate's key */
+    ck_assert_int_eq(tcpmsg_tls_ctx_create(&ctx, TCPMSG_TLS_SERVER, &c, why, sizeof why),
+                     TCPMSG_ETLS);
+    ck_assert_ptr_nonnull(strstr(why, "does not match"));
+    c.cert.key_file = pki("server.key");
+    c.min_version = TCPMSG_TLS_1_3;
+    c.max_version = TCPMSG_TLS_1_2;
+    ck_assert_int_eq(tcpmsg_tls_ctx_create(&ctx, TCPMSG_TLS_SERVER, &c, why, sizeof why), -EINVAL);
+    c.min_version = 11;
+    c.max_version = 0;
+    ck_assert_int_eq(tcpmsg_tls_ctx_create(&ctx, TCPMSG_TLS_SERVER, &c, NULL, 0), -EINVAL);
+    c.min_version = 0;
+    c.alpn = "a,,b";
+    ck_assert_int_eq(tcpmsg_tls_ctx_create(&ctx, TCPMSG_TLS_SERVER, &c, why, sizeof why), -EINVAL);
+    c.alpn = NULL;
+    c.ciphers = "NO-SUCH-CIPHER";
+    ck_assert_int_eq(tcpmsg_tls_ctx_create(&ctx, TCPMSG_TLS_SERVER, &c, why, sizeof why),
+                     TCPMSG_ETLS);
+    c.ciphers = NULL;
+    c.verify = TCPMSG_TLS_VERIFY_REQUIRED; /* client certificates, but no CA to check them */
+    ck_assert_int_eq(tcpmsg_tls_ctx_create(&ctx, TCPMSG_TLS_SERVER, &c, why, sizeof why), -EINVAL);
+    struct tcpmsg_tls_config cl = {.verify = TCPMSG_TLS_VERIFY_OPTIONAL};
+    ck_assert_int_eq(tcpmsg_tls_ctx_create(&ctx, TCPMSG_TLS_CLIENT, &cl, why, sizeof why), -EINVAL);
+    ck_assert_int_eq(tcpmsg_tls_ctx_create(NULL, TCPMSG_TLS_CLIENT, &cl, why, sizeof why), -EINVAL);
+    /* PEM text in memory works like the files. */
+    char *pem[2] = {NULL, NULL};
+    const char *files[2] = {pki("server.pem"), pki("server.key")};
+    for (int i = 0; i < 2; i++) {
+        FILE *f = fopen(files[i], "r");
+        ck_assert_ptr_nonnull(f);
+        pem[i] = calloc(1, 8192);
+        ck_assert_uint_gt(fread(pem[i], 1, 8191, f), 0);
+        fclose(f);
+    }
+    struct tcpmsg_tls_config m = {.cert = {.cert_pem = pem[0], .key_pem = pem[1]}};
+    ck_assert_int_eq(tcpmsg_tls_ctx_create(&ctx, TCPMSG_TLS_SERVER, &m, why, sizeof why), 0);
+    ck_assert_str_eq(why, "");
+    ck_assert_int_eq(tcpmsg_tls_ctx_role(ctx), TCPMSG_TLS_SERVER);
+    ck_assert_ptr_eq(tcpmsg_tls_ctx_ref(ctx), ctx);
+    tcpmsg_tls_ctx_destroy(ctx);
+    tcpmsg_tls_ctx_destroy(ctx);
+    tcpmsg_tls_ctx_destroy(NULL);
+    ck_assert_ptr_null(tcpmsg_tls_ctx_ref(NULL));
+    ck_assert_int_eq(tcpmsg_tls_ctx_role(NULL), -EINVAL);
+    free(pem[0]);
+    free(pem[1]);
+}
+END_TEST
+
+/* ---- the handshake and what it negotiated ------------------------------------------------ */
+
+START_TEST(handshake_and_frames_both_ways)
+{
+    struct tcpmsg_tls_config sc = {.alpn = "tcpmsg/1,h2"};
+    struct tcpmsg_tls_config cc = {.alpn = "h2,tcpmsg/1"};
+    struct server_end e = {.ctx = server_ctx("server", &sc), .then = echo_until_end};
+    struct tcpmsg_tls_ctx *cctx = client_ctx(&cc);
+    int r;
+    struct tcpmsg_tls_info ci;
+    struct tcpmsg_conn *c = tls_pair(&e, cctx, "localhost", NULL, NULL, &r, &ci);
+    ck_assert_msg(r == 0, "client handshake: %s (%s)", tcpmsg_errname(r), ci.detail);
+    ck_assert(ci.done);
+    ck_assert_int_eq(ci.version, 13);
+    ck_assert_str_eq(ci.alpn, "tcpmsg/1"); /* the server's preference wins */
+    ck_assert(ci.peer_verified);
+    ck_assert_ptr_nonnull(strstr(ci.peer_subject, "CN=localhost"));
+    ck_assert_uint_gt(strlen(ci.cipher), 0);
+    for (size_t len = 0; len < 70000; len = len * 3 + 1) {
+        uint8_t *m = malloc(len + 1);
+        nt_fill(m, len, (uint32_t)len);
+        exchange(c, m, len);
+        free(m);
+    }
+    ck_assert_int_eq(tcpmsg_conn_close(c, LONG_WAIT), 0); /* close_notify both ways */
+    server_join(&e);
+    ck_assert_int_eq(e.result, 0);
+    ck_assert(e.info.done);
+    ck_assert_str_eq(e.info.sni, "localhost");
+    ck_assert_str_eq(e.info.alpn, "tcpmsg/1");
+    tcpmsg_tls_ctx_destroy(e.ctx);
+    tcpmsg_tls_ctx_destroy(cctx);
+}
+END_TEST
+
+START_TEST(tls_1_2_and_ip_address_names)
+{
+    struct tcpmsg_tls_config v12 = {.max_version = TCPMSG_TLS_1_2};
+    struct server_end e = {.ctx = server_ctx("server", NULL), .then = echo_until_end};
+    struct tcpmsg_tls_ctx *cctx = client_ctx(&v12);
+    int r;
+    struct tcpmsg_tls_info ci;
+    struct tcpmsg_conn *c = tls_pair(&e, cctx, "127.0.0.1", NULL, NULL, &r, &ci);
+    ck_assert_msg(r == 0, "%s (%s)", tcpmsg_errname(r), ci.detail);
+    ck_assert_int_eq(ci.version, 12);
+    exchange(c, "over 1.2", 8);
+    tcpmsg_conn_close(c, LONG_WAIT);
+    server_join(&e);
+    ck_assert_int_eq(e.result, 0);
+    ck_assert_str_eq(e.info.sni, ""); /* an IP address is never sent as SNI */
+    tcpmsg_tls_ctx_destroy(e.ctx);
+    tcpmsg_tls_ctx_destroy(cctx);
+}
+END_TEST
+
+static void
+read_client_subject(struct server_end *e)
+{
+    struct tcpmsg_tls_info i;
+    ck_assert_int_eq(tcpmsg_conn_tls_info(e->c, &i), 0);
+    ck_assert(i.peer_verified);
+    ck_assert_ptr_nonnull(strstr(i.peer_subject, "CN=client1"));
+    echo_until_end(e);
+}
+
+START_TEST(mutual_tls)
+{
+    struct tcpmsg_tls_config req = {.ca_file = pki("ca.pem"), .verify = TCPMSG_TLS_VERIFY_REQUIRED};
+    struct server_end e = {.ctx = server_ctx("server", &req), .then = read_client_subject};
+    struct tcpmsg_tls_config cc = {.cert = {.cert_file = pki("client.pem"),
+                                            .key_file = pki("client.key")}};
+    struct tcpmsg_tls_ctx *cctx = client_ctx(&cc);
+    int r;
+    struct tcpmsg_tls_info ci;
+    struct tcpmsg_conn *c = tls_pair(&e, cctx, "localhost", NULL, NULL, &r, &ci);
+    ck_assert_msg(r == 0, "%s (%s)", tcpmsg_errname(r), ci.detail);
+    exchange(c, "authenticated", 13);
+    tcpmsg_conn_close(c, LONG_WAIT);
+    server_join(&e);
+    ck_assert_int_eq(e.result, 0);
+    tcpmsg_tls_ctx_destroy(e.ctx);
+    tcpmsg_tls_ctx_destroy(cctx);
+}
+END_TEST
+
+START_TEST(sni_chooses_the_certificate)
+{
+    struct tcpmsg_tls_cert second = {.cert_file = pki("second.pem"), .key_file = pki("second.key")};
+    struct tcpmsg_tls_config sc = {.sni_certs = &second, .sni_count = 1};
+    struct tcpmsg_tls_ctx *sctx = server_ctx("server", &sc);
+    struct tcpmsg_tls_ctx *cctx = client_ctx(NULL);
+    const char *names[] = {"second.example", "localhost"};
+    for (int i = 0; i < 2; i++) {
+        struct server_end e = {.ctx = sctx, .then = echo_until_end};
+        int r;
+        struct tcpmsg_tls_info ci;
+        struct tcpmsg_conn *c = tls_pair(&e, cctx, names[i], NULL, NULL, &r, &ci);
+        ck_assert_msg(r == 0, "%s: %s (%s)", names[i], tcpmsg_errname(r), ci.detail);
+        char want[64];
+        snprintf(want, sizeof want, "CN=%s", names[i]);
+        ck_assert_ptr_nonnull(strstr(ci.peer_subject, want));
+        exchange(c, names[i], strlen(names[i]));
+        tcpmsg_conn_close(c, LONG_WAIT);
+        server_join(&e);
+        ck_assert_str_eq(e.info.sni, names[i]);
+    }
+    tcpmsg_tls_ctx_destroy(sctx);
+    tcpmsg_tls_ctx_destroy(cctx);
+}
+END_TEST
+
+/* ---- verification failures: each with its code on the side that detects it ---------------- */
+
+struct failure {
+    const char *what;
+    const char *server_cert;
+    struct tcpmsg_tls_config server;
+    struct tcpmsg_tls_config client;
+    const char *name;
+    int client_code; /* 0: any TLS error */
+    int server_code;
+};
+
+static const struct failure failures[] = {
+    {.what = "untrusted CA", .server_cert = "rogue", .name = "localhost",
+     .client_code = TCPMSG_ECERTUNTRUSTED, .server_code = TCPMSG_ETLSALERT},
+    {.what = "expired", .server_cert = "expired", .name = "localhost",
+     .client_code = TCPMSG_ECERTEXPIRED, .server_code = TCPMSG_ETLSALERT},
+    {.what = "wrong name", .server_cert = "other", .name = "localhost",
+     .client_code = TCPMSG_ECERTNAME, .server_code = TCPMSG_ETLSALERT},
+    {.what = "wrong IP", .server_cert = "second", .name = "127.0.0.1",
+     .client_code = TCPMSG_ECERTNAME, .server_code = TCPMSG_ETLSALERT},
+    {.what = "version", .server_cert = "server", .server = {.min_version = TCPMSG_TLS_1_3},
+     .client = {.max_version = TCPMSG_TLS_1_2}, .name = "localhost",
+     .client_code = TCPMSG_ETLSVERSION, .server_code = TCPMSG_ETLSVERSION},
+    {.what = "no ALPN in common", .server_cert = "server", .server = {.alpn = "a"},
+     .client = {.alpn = "b"}, .name = "localhost", .client_code = TCPMSG_ETLSALERT,
+     .server_code = TCPMSG_ETLS},
+};
+
+START_TEST(verification_failures)
+{
+    const struct failure *k = &failures[_i];
+    struct server_end e = {.ctx = server_ctx(k->server_cert, &k->server)};
+    struct tcpmsg_tls_ctx *cctx = client_ctx(&k->client);
+    int r;
+    struct tcpmsg_tls_info ci;
+    struct tcpmsg_conn *c = tls_pair(&e, cctx, k->name, NULL, NULL, &r, &ci);
+    ck_assert_msg(r == k->client_code, "%s: client got %s, not %s (%s)", k->what,
+                  tcpmsg_errname(r), tcpmsg_errname(k->client_code), ci.detail);
+    ck_assert_uint_gt(strlen(ci.detail), 0);
+    /* Sticky: the connection is unusable, and says so. */
+    struct tcpmsg_frame f;
+    ck_assert_int_eq(tcpmsg_conn_recv(c, &f, TCPMSG_NOWAIT), r);
+    ck_assert_int_eq(tcpmsg_conn_send(c, "x", 1, TCPMSG_NOWAIT), r);
+    tcpmsg_conn_close(c, TCPMSG_NOWAIT);
+    server_join(&e);
+    ck_assert_msg(e.result == k->server_code, "%s: server got %s, not %s (%s)", k->what,
+                  tcpmsg_errname(e.result), tcpmsg_errname(k->server_code), e.info.detail);
+    tcpmsg_conn_close(e.c, TCPMSG_NOWAIT);
+    tcpmsg_tls_ctx_destroy(e.ctx);
+    tcpmsg_tls_ctx_destroy(cctx);
+}
+END_TEST
+
+START_TEST(client_certificate_missing_or_untrusted)
+{
+    struct tcpmsg_tls_config req = {.ca_file = pki("ca.pem"), .verify = TCPMSG_TLS_VERIFY_REQUIRED};
+    struct tcpmsg_tls_ctx *sctx = server_ctx("server", &req);
+    /* No certificate: the server detects it (TCPMSG_ECERTMISSING); under TLS 1.3 the client's
+     * handshake has already completed, so it hears the refusal on its first read. */
+    struct tcpmsg_tls_ctx *none = client_ctx(NULL);
+    struct server_end e = {.ctx = sctx};
+    int r;
+    struct tcpmsg_conn *c = tls_pair(&e, none, "localhost", NULL, NULL, &r, NULL);
+    server_join(&e);
+    ck_assert_msg(e.result == TCPMSG_ECERTMISSING, "server: %s", tcpmsg_errname(e.result));
+    tcpmsg_conn_close(e.c, TCPMSG_NOWAIT);
+    struct tcpmsg_frame f;
+    if (r == 0)
+        r = tcpmsg_conn_recv(c, &f, LONG_WAIT);
+    ck_assert_msg(r == TCPMSG_ETLSALERT, "client: %s", tcpmsg_errname(r));
+    tcpmsg_conn_close(c, TCPMSG_NOWAIT);
+    /* A certificate from a CA the server does not trust. */
+    struct tcpmsg_tls_config rogue = {.cert = {.cert_file = pki("rogue-client.pem"),
+                                               .key_file = pki("rogue-client.key")}};
+    struct tcpmsg_tls_ctx *mallory = client_ctx(&rogue);
+    struct server_end e2 = {.ctx = sctx};
+    c = tls_pair(&e2, mallory, "localhost", NULL, NULL, &r, NULL);
+    server_join(&e2);
+    ck_assert_msg(e2.result == TCPMSG_ECERTUNTRUSTED, "server: %s", tcpmsg_errname(e2.result));
+    tcpmsg_conn_close(e2.c, TCPMSG_NOWAIT);
+    if (r == 0)
+        r = tcpmsg_conn_recv(c, &f, LONG_WAIT);
+    ck_assert_msg(r == TCPMSG_ETLSALERT, "client: %s", tcpmsg_errname(r));
+    tcpmsg_conn_close(c, TCPMSG_NOWAIT);
+    tcpmsg_tls_ctx_destroy(sctx);
+    tcpmsg_tls_ctx_destroy(none);
+    tcpmsg_tls_ctx_destroy(mallory);
+}
+END_TEST
+
+START_TEST(insecure_and_unchecked_name_by_name_only)
+{
+    /* Verification is on unless turned off by name: VERIFY_NONE accepts the rogue server,
+     * no_verify_name accepts a certificate for another name but still checks the chain. */
+    struct tcpmsg_tls_ctx *rogue = server_ctx("rogue", NULL), *other = server_ctx("other", NULL);
+    struct tcpmsg_tls_config insecure = {.verify = TCPMSG_TLS_VERIFY_NONE};
+    struct tcpmsg_tls_config noname = {.no_verify_name = true};
+    struct tcpmsg_tls_ctx *i = client_ctx(&insecure), *n = client_ctx(&noname);
+    struct {
+        struct tcpmsg_tls_ctx *s, *c;
+        int want;
+    } cases[] = {{rogue, i, 0}, {other, n, 0}, {rogue, n, TCPMSG_ECERTUNTRUSTED}};
+    for (int k = 0; k < 3; k++) {
+        struct server_end e = {.ctx = cases[k].s, .then = echo_until_end};
+        int r;
+        struct tcpmsg_conn *c = tls_pair(&e, cases[k].c, "localhost", NULL, NULL, &r, NULL);
+        ck_assert_msg(r == cases[k].want, "case %d: %s", k, tcpmsg_errname(r));
+        if (r == 0) {
+            exchange(c, "hi", 2);
+            tcpmsg_conn_close(c, LONG_WAIT);
+        } else {
+            tcpmsg_conn_close(c, TCPMSG_NOWAIT);
+        }
+        server_join(&e);
+        if (e.c)
+            tcpmsg_conn_close(e.c, TCPMSG_NOWAIT);
+    }
+    tcpmsg_tls_ctx_destroy(rogue);
+    tcpmsg_tls_ctx_destroy(other);
+    tcpmsg_tls_ctx_destroy(i);
+    tcpmsg_tls_ctx_destroy(n);
+}
+END_TEST
+
+/* ---- the stream: records against frames ---------------------------------------------------- */
+
+/* A relay between the client and the server that forwards in pieces of `piece` bytes (1:
+ * every TLS record arrives a byte at a time), both ways, until both ends close. */
+struct relay {
+    int a, b; /* a: the client's side, b: the server's */
+    size_t piece;
+    struct nt_thread t[2];
+    int from[2], to[2];
+};
+
+struct pipe_arg {
+    int from, to;
+    size_t piece;
+};
+
+static void *
+pump_bytes(void *arg)
+{
+    struct pipe_arg *p = arg;
+    uint8_t buf[65536];
+    for (;;) {
+        ssize_t n = recv(p->from, buf, sizeof buf, 0);
+        if (n <= 0)
+            break;
+        for (ssize_t at = 0; at < n;) {
+            size_t k = (size_t)(n - at) < p->piece ? (size_t)(n - at) : p->piece;
+            if (!nt_send_all(p->to, buf + at, k))
+                goto out;
+            at += (ssize_t)k;
+        }
+    }
+out:
+    shutdown(p->to, SHUT_WR);
+    free(p);
+    return NULL;
+}
+
+/* Client fd <-> relay <-> server fd: returns the client's fd and sets *server_fd. */
+static int
+relayed_pair(struct relay *r, size_t piece, int *server_fd)
+{
+    int c1, r1, r2, s2;
+    nt_pair("127.0.0.1", &c1, &r1);
+    nt_pair("127.0.0.1", &r2, &s2);
+    r->a = r1;
+    r->b = r2;
+    r->piece = piece;
+    struct pipe_arg *up = malloc(sizeof *up), *down = malloc(sizeof *down);
+    *up = (struct pipe_arg){r1, r2, piece};
+    *down = (struct pipe_arg){r2, r1, piece};
+    nt_start(&r->t[0], pump_bytes, up);
+    nt_start(&r->t[1], pump_bytes, down);
+    *server_fd = s2;
+    return c1;
+}
+
+static void
+relay_join(struct relay *r)
+{
+    nt_join(&r->t[0]);
+    nt_join(&r->t[1]);
+    close(r->a);
+    close(r->b);
+}
+
+static void
+big_frames_echo(size_t piece)
+{
+    struct server_end e = {.ctx = server_ctx("server", NULL), .then = echo_until_end};
+    struct tcpmsg_tls_ctx *cctx = client_ctx(NULL);
+    struct relay rl;
+    int cfd = relayed_pair(&rl, piece, &e.fd);
+    nt_start(&e.t, server_main, &e);
+    struct tcpmsg_conn *c;
+    ck_assert_int_eq(tcpmsg_conn_open(&c, cfd, &length4, NULL), 0);
+    struct tcpmsg_tls_params p = {.ctx = cctx, .name = "localhost"};
+    ck_assert_int_eq(tcpmsg_conn_start_tls(c, &p, LONG_WAIT), 0);
+    /* One frame over many records (100 KiB), many frames in one record (200 small ones
+     * queued and flushed together), and a record of 16 KiB a byte at a time. */
+    size_t sizes[] = {100000, 16384, 1, 0, 3};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        uint8_t *m = malloc(sizes[i] + 1);
+        nt_fill(m, sizes[i], (uint32_t)i);
+        exchange(c, m, sizes[i]);
+        free(m);
+    }
+    for (int i = 0; i < 200; i++)
+        ck_assert_int_eq(tcpmsg_conn_send(c, &i, sizeof i, TCPMSG_NOWAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_flush(c, LONG_WAIT), 0);
+    for (int i = 0; i < 200; i++) {
+        struct tcpmsg_frame f;
+        ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), 0);
+        ck_assert_int_eq(memcmp(f.data, &i, sizeof i), 0);
+    }
+    ck_assert_int_eq(tcpmsg_conn_close(c, LONG_WAIT), 0);
+    server_join(&e);
+    ck_assert_int_eq(e.result, 0);
+    relay_join(&rl);
+    tcpmsg_tls_ctx_destroy(e.ctx);
+    tcpmsg_tls_ctx_destroy(cctx);
+}
+
+START_TEST(records_a_byte_at_a_time)
+{
+    big_frames_echo(1);
+}
+END_TEST
+
+START_TEST(records_in_odd_pieces)
+{
+    big_frames_echo(7);
+}
+END_TEST
+
+START_TEST(sixteen_mib_frames_and_small_buffers)
+{
+    /* 16 MiB frames each way, through receive and send buffers much smaller than a frame:
+     * the frame is encrypted in pieces and leaves as the socket takes it. */
+    struct server_end e = {.ctx = server_ctx("server", NULL), .then = echo_until_end,
+                           .opts = {.recv_buffer = 4096, .send_buffer = 4096}};
+    struct tcpmsg_tls_ctx *cctx = client_ctx(NULL);
+    int r;
+    struct tcpmsg_conn_opts small = {.recv_buffer = 4096, .send_buffer = 4096};
+    struct tcpmsg_conn *c = tls_pair(&e, cctx, "localhost", NULL, &small, &r, NULL);
+    ck_assert_int_eq(r, 0);
+    size_t len = 16 * 1024 * 1024;
+    uint8_t *m = malloc(len);
+    nt_fill(m, len, 16);
+    exchange(c, m, len);
+    exchange(c, m, len - 1);
+    free(m);
+    tcpmsg_conn_close(c, LONG_WAIT);
+    server_join(&e);
+    ck_assert_int_eq(e.result, 0);
+    tcpmsg_tls_ctx_destroy(e.ctx);
+    tcpmsg_tls_ctx_destroy(cctx);
+}
+END_TEST
+
+/* ---- ends ---------------------------------------------------------------------------------- */
+
+static void
+close_without_notify(struct server_end *e)
+{
+    struct tcpmsg_frame f;
+    ck_assert_int_eq(tcpmsg_conn_recv(e->c, &f, LONG_WAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_send(e->c, f.data, f.len, LONG_WAIT), 0);
+    /* The TCP end without TLS's: what a truncation attack looks like. */
+    shutdown(tcpmsg_conn_fd(e->c), SHUT_WR);
+    e->result = tcpmsg_conn_recv(e->c, &f, LONG_WAIT); /* the client's end */
+    tcpmsg_conn_reset(e->c);
+    e->c = NULL;
+}
+
+START_TEST(an_end_without_close_notify_is_a_truncation)
+{
+    struct server_end e = {.ctx = server_ctx("server", NULL), .then = close_without_notify};
+    struct tcpmsg_tls_ctx *cctx = client_ctx(NULL);
+    int r;
+    struct tcpmsg_conn *c = tls_pair(&e, cctx, "localhost", NULL, NULL, &r, NULL);
+    ck_assert_int_eq(r, 0);
+    exchange(c, "last", 4);
+    struct tcpmsg_frame f;
+    ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), TCPMSG_ETLSTRUNC);
+    ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), TCPMSG_ETLSTRUNC); /* sticky */
+    struct tcpmsg_tls_info i;
+    ck_assert_int_eq(tcpmsg_conn_tls_info(c, &i), 0);
+    ck_assert_uint_gt(strlen(i.detail), 0);
+    /* The session failed (OpenSSL allows nothing after it): no close_notify can follow. */
+    ck_assert_int_eq(tcpmsg_conn_shutdown(c, LONG_WAIT), TCPMSG_ETLSTRUNC);
+    tcpmsg_conn_close(c, TCPMSG_NOWAIT);
+    server_join(&e); /* and the server sees the client's end as a truncation too */
+    ck_assert_msg(e.result == TCPMSG_ETLSTRUNC || e.result == -ECONNRESET, "server: %s",
+                  tcpmsg_errname(e.result));
+    tcpmsg_tls_ctx_destroy(e.ctx);
+    tcpmsg_tls_ctx_destroy(cctx);
+}
+END_TEST
+
+static void
+half_close_then_reply(struct server_end *e)
+{
+    struct tcpmsg_frame f;
+    ck_assert_int_eq(tcpmsg_conn_recv(e->c, &f, LONG_WAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_recv(e->c, &f, LONG_WAIT), TCPMSG_EOF); /* its half-close */
+    ck_assert_int_eq(tcpmsg_conn_send(e->c, "after your end", 14, LONG_WAIT), 0);
+    e->result = tcpmsg_conn_close(e->c, LONG_WAIT);
+    e->c = NULL;
+}
+
+START_TEST(half_close_over_tls)
+{
+    struct server_end e = {.ctx = server_ctx("server", NULL), .then = half_close_then_reply};
+    struct tcpmsg_tls_ctx *cctx = client_ctx(NULL);
+    int r;
+    struct tcpmsg_conn *c = tls_pair(&e, cctx, "localhost", NULL, NULL, &r, NULL);
+    ck_assert_int_eq(r, 0);
+    ck_assert_int_eq(tcpmsg_conn_send(c, "one", 3, LONG_WAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_shutdown(c, LONG_WAIT), 0); /* close_notify, then FIN */
+    struct tcpmsg_frame f;
+    ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), 0);
+    ck_assert_uint_eq(f.len, 14);
+    ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), TCPMSG_EOF);
+    tcpmsg_conn_close(c, LONG_WAIT);
+    server_join(&e);
+    ck_assert_int_eq(e.result, 0);
+    tcpmsg_tls_ctx_destroy(e.ctx);
+    tcpmsg_tls_ctx_destroy(cctx);
+}
+END_TEST
+
+START_TEST(plaintext_against_tls)
+{
+    /* A plain client talking to a TLS server, and a TLS client to a plain peer: both fail
+     * with TCPMSG_ETLS at once, neither hangs. */
+    struct server_end e = {.ctx = server_ctx("server", NULL)};
+    int cfd;
+    nt_pair("127.0.0.1", &cfd, &e.fd);
+    nt_start(&e.t, server_main, &e);
+    ck_assert(nt_send_all(cfd, "\0\0\0\5hello", 9));
+    server_join(&e);
+    ck_assert_int_eq(e.result, TCPMSG_ETLS);
+    tcpmsg_conn_close(e.c, TCPMSG_NOWAIT);
+    close(cfd);
+
+    int sfd;
+    nt_pair("127.0.0.1", &cfd, &sfd);
+    ck_assert(nt_send_all(sfd, "\0\0\0\5hello plain and then some", 29));
+    struct tcpmsg_tls_ctx *cctx = client_ctx(NULL);
+    struct tcpmsg_conn *c;
+    ck_assert_int_eq(tcpmsg_conn_open(&c, cfd, &length4, NULL), 0);
+    struct tcpmsg_tls_params p = {.ctx = cctx, .name = "localhost"};
+    ck_assert_int_eq(tcpmsg_conn_start_tls(c, &p, LONG_WAIT), TCPMSG_ETLS);
+    tcpmsg_conn_close(c, TCPMSG_NOWAIT);
+    close(sfd);
+    tcpmsg_tls_ctx_destroy(e.ctx);
+    tcpmsg_tls_ctx_destroy(cctx);
+}
+END_TEST
+
+/* ---- sessions ------------------------------------------------------------------------------ */
+
+START_TEST(sessions_resume)
+{
+    for (int v = 12; v <= 13; v++) {
+        struct tcpmsg_tls_config cv = {.min_version = (enum tcpmsg_tls_version)v,
+                                       .max_version = (enum tcpmsg_tls_version)v};
+        struct tcpmsg_tls_ctx *sctx = server_ctx("server", NULL), *cctx = client_ctx(&cv);
+        struct tcpmsg_tls_session *sess = NULL;
+        for (int round = 0; round < 2; round++) {
+            struct server_end e = {.ctx = sctx, .then = echo_until_end};
+            int r;
+            struct tcpmsg_tls_info ci;
+            struct tcpmsg_conn *c = tls_pair(&e, cctx, "localhost", sess, NULL, &r, &ci);
+            ck_assert_msg(r == 0, "%s", tcpmsg_errname(r));
+            ck_assert_msg(ci.resumed == (round == 1), "TLS 1.%d round %d: resumed %d", v - 10,
+                          round, ci.resumed);
+            exchange(c, "ticket?", 7); /* TLS 1.3 tickets come with the first reply */
+            if (round == 0)
+                ck_assert_int_eq(tcpmsg_conn_tls_session(c, &sess), 0);
+            tcpmsg_conn_close(c, LONG_WAIT);
+            server_join(&e);
+        }
+        tcpmsg_tls_session_destroy(sess);
+        tcpmsg_tls_ctx_destroy(sctx);
+        tcpmsg_tls_ctx_destroy(cctx);
+    }
+    tcpmsg_tls_session_destroy(NULL);
+}
+END_TEST
+
+struct acceptor {
+    int lfd;
+    struct server_end *e;
+    struct nt_thread t;
+};
+
+static void *
+accept_then_serve(void *arg)
+{
+    struct acceptor *a = arg;
+    a->e->fd = tcpmsg_sock_accept(a->lfd, NULL, NULL, LONG_WAIT);
+    ck_assert_int_ge(a->e->fd, 0);
+    return server_main(a->e);
+}
+
+START_TEST(connect_tls_names_the_host)
+{
+    /* tcpmsg_conn_connect_tls: connect, then the handshake, with SNI and the name to check
+     * taken from the host; a failure leaves nothing open (the fixture counts fds) and says
+     * why in info. */
+    int port;
+    int lfd = nt_listen("127.0.0.1", &port);
+    struct tcpmsg_tls_ctx *cctx = client_ctx(NULL);
+    struct tcpmsg_tls_info info;
+    struct tcpmsg_tls_params p = {.ctx = cctx, .info = &info};
+    struct tcpmsg_conn *c;
+
+    struct server_end e = {.ctx = server_ctx("server", NULL), .then = echo_until_end};
+    struct acceptor a = {lfd, &e, {0}};
+    nt_start(&a.t, accept_then_serve, &a);
+    int r = tcpmsg_conn_connect_tls(&c, "localhost", nt_service(port), &length4, NULL, &p,
+                                    LONG_WAIT);
+    ck_assert_msg(r == 0, "%s (%s)", tcpmsg_errname(r), info.detail);
+    ck_assert(info.done);
+    exchange(c, "named", 5);
+    tcpmsg_conn_close(c, LONG_WAIT);
+    nt_join(&a.t);
+    ck_assert_str_eq(e.info.sni, "localhost");
+
+    struct server_end e2 = {.ctx = server_ctx("other", NULL)};
+    struct acceptor a2 = {lfd, &e2, {0}};
+    nt_start(&a2.t, accept_then_serve, &a2);
+    c = (struct tcpmsg_conn *)1;
+    r = tcpmsg_conn_connect_tls(&c, "localhost", nt_service(port), &length4, NULL, &p, LONG_WAIT);
+    ck_assert_int_eq(r, TCPMSG_ECERTNAME);
+    ck_assert_ptr_null(c);
+    ck_assert_ptr_nonnull(strstr(info.detail, "mismatch"));
+    nt_join(&a2.t);
+    tcpmsg_conn_close(e2.c, TCPMSG_NOWAIT);
+
+    ck_assert_int_eq(tcpmsg_conn_connect_tls(&c, "localhost", nt_service(port), &length4, NULL,
+                                             NULL, LONG_WAIT),
+                     -EINVAL);
+    close(lfd);
+    tcpmsg_tls_ctx_destroy(e.ctx);
+    tcpmsg_tls_ctx_destroy(e2.ctx);
+    tcpmsg_tls_ctx_destroy(cctx);
+}
+END_TEST
+
+int
+main(void)
+{
+    if (!tcpmsg_tls_supported()) {
+        fprintf(stderr, "test_tls: skipped: this libtcpmsg was built without TLS\n");
+        return 77;
+    }
+    const char *dir = getenv("TCPMSG_TLS_CERTS");
+    if (!dir || !*dir) {
+        fprintf(stderr, "test_tls: TCPMSG_TLS_CERTS (the test PKI's directory) is not set\n");
+        return 1;
+    }
+    snprintf(certs, sizeof certs, "%s", dir);
+    tcpmsg_codec_init_length(&length4, NULL);
+    Suite *s = suite_create("tls");
+    TCase *t = tcase_create("tls");
+    tcase_add_checked_fixture(t, nt_fd_setup, nt_fd_teardown);
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, context_errors);
+    tcase_add_test(t, handshake_and_frames_both_ways);
+    tcase_add_test(t, tls_1_2_and_ip_address_names);
+    tcase_add_test(t, mutual_tls);
+    tcase_add_test(t, sni_chooses_the_certificate);
+    tcase_add_loop_test(t, verification_failures, 0, (int)(sizeof failures / sizeof failures[0]));
+    tcase_add_test(t, client_certificate_missing_or_untrusted);
+    tcase_add_test(t, insecure_and_unchecked_name_by_name_only);
+    tcase_add_test(t, records_a_byte_at_a_time);
+    tcase_add_test(t, records_in_odd_pieces);
+    tcase_add_test(t, sixteen_mib_frames_and_small_buffers);
+    tcase_add_test(t, an_end_without_close_notify_is_a_truncation);
+    tcase_add_test(t, half_close_over_tls);
+    tcase_add_test(t, plaintext_against_tls);
+    tcase_add_test(t, sessions_resume);
+    tcase_add_test(t, connect_tls_names_the_host);
+    suite_add_tcase(s, t);
+    return tu_run(s);
+}
