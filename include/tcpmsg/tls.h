@@ -49,10 +49,7 @@ struct tcpmsg_tls_ctx;     /* opaque: certificates, trust and policy, shared by 
 struct tcpmsg_tls_session; /* opaque: a client's session, to resume it on the next connect */
 
 /* Which end of the handshake a context is for. */
-enum tcpmsg_tls_role {
-    TCPMSG_TLS_CLIENT = 0,
-    TCPMSG_TLS_SERVER = 1
-};
+enum tcpmsg_tls_role { TCPMSG_TLS_CLIENT = 0, TCPMSG_TLS_SERVER = 1 };
 
 /* Peer certificate checks. */
 enum tcpmsg_tls_verify {
@@ -83,27 +80,27 @@ struct tcpmsg_tls_cert {
 /* A context's configuration; zero-initialised fields take the default in brackets. Strings
  * are read during tcpmsg_tls_ctx_create and not kept. */
 struct tcpmsg_tls_config {
-    struct tcpmsg_tls_cert cert;            /* own certificate: a server's (required), or a
-                                               client's for servers that ask for one */
+    struct tcpmsg_tls_cert cert;             /* own certificate: a server's (required), or a
+                                                client's for servers that ask for one */
     const struct tcpmsg_tls_cert *sni_certs; /* server: more certificates, each chosen when
-                                               the client's SNI name matches one of its
-                                               names; cert answers every other name */
-    size_t sni_count;                       /* entries of sni_certs */
-    const char *ca_file;                    /* trust anchors, PEM: a client's for servers
-                                               [the system's store], a server's for client
-                                               certificates [none] */
-    const char *ca_pem;                     /* or as PEM text (with ca_file: both) */
-    enum tcpmsg_tls_verify verify;          /* [TCPMSG_TLS_VERIFY_DEFAULT] */
-    bool no_verify_name;                    /* client: the chain is checked, the name is not
-                                               (name checks are on by default) */
-    const char *alpn;                       /* ALPN protocols, comma-separated, in order of
-                                               preference ("tcpmsg/1,h2") [none] */
-    enum tcpmsg_tls_version min_version;    /* [TLS 1.2] */
-    enum tcpmsg_tls_version max_version;    /* [TLS 1.3] */
-    const char *ciphers;                    /* TLS 1.2 cipher list, OpenSSL syntax
-                                               [OpenSSL's default] */
-    const char *ciphersuites;               /* TLS 1.3 suites, OpenSSL syntax [default] */
-    bool no_tickets;                        /* server: no session tickets (no resumption) */
+                                                the client's SNI name matches one of its
+                                                names; cert answers every other name */
+    size_t sni_count;                        /* entries of sni_certs */
+    const char *ca_file;                     /* trust anchors, PEM: a client's for servers
+                                                [the system's store], a server's for client
+                                                certificates [none] */
+    const char *ca_pem;                      /* or as PEM text (with ca_file: both) */
+    enum tcpmsg_tls_verify verify;           /* [TCPMSG_TLS_VERIFY_DEFAULT] */
+    bool no_verify_name;                     /* client: the chain is checked, the name is not
+                                                (name checks are on by default) */
+    const char *alpn;                        /* ALPN protocols, comma-separated, in order of
+                                                preference ("tcpmsg/1,h2") [none] */
+    enum tcpmsg_tls_version min_version;     /* [TLS 1.2] */
+    enum tcpmsg_tls_version max_version;     /* [TLS 1.3] */
+    const char *ciphers;                     /* TLS 1.2 cipher list, OpenSSL syntax
+                                                [OpenSSL's default] */
+    const char *ciphersuites;                /* TLS 1.3 suites, OpenSSL syntax [default] */
+    bool no_tickets;                         /* server: no session tickets (no resumption) */
 };
 
 /*
@@ -136,15 +133,15 @@ TCPMSG_API bool tcpmsg_tls_supported(void);
 
 /* What a connection's handshake negotiated (tcpmsg_conn_tls_info). */
 struct tcpmsg_tls_info {
-    bool done;                  /* the handshake completed */
-    int version;                /* 12 or 13 (TLS 1.2, 1.3); 0 before the handshake */
-    bool resumed;               /* the session was resumed (no full handshake) */
-    bool peer_verified;         /* the peer presented a certificate and it verified */
-    char cipher[64];            /* OpenSSL's name of the cipher, e.g. "TLS_AES_128_GCM_SHA256" */
-    char alpn[64];              /* the ALPN protocol agreed, "" if none */
-    char sni[256];              /* server: the name the client asked for, "" if none */
-    char peer_subject[256];     /* the peer certificate's subject (RFC 2253), "" if none */
-    char detail[256];           /* OpenSSL's words for the last failure, "" if none */
+    bool done;              /* the handshake completed */
+    int version;            /* 12 or 13 (TLS 1.2, 1.3); 0 before the handshake */
+    bool resumed;           /* the session was resumed (no full handshake) */
+    bool peer_verified;     /* the peer presented a certificate and it verified */
+    char cipher[64];        /* OpenSSL's name of the cipher, e.g. "TLS_AES_128_GCM_SHA256" */
+    char alpn[64];          /* the ALPN protocol agreed, "" if none */
+    char sni[256];          /* server: the name the client asked for, "" if none */
+    char peer_subject[256]; /* the peer certificate's subject (RFC 2253), "" if none */
+    char detail[256];       /* OpenSSL's words for the last failure, "" if none */
 };
 
 /*

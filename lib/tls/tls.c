@@ -30,12 +30,12 @@
 struct tcpmsg_tls_ctx {
     _Atomic long refs;
     enum tcpmsg_tls_role role;
-    SSL_CTX *ssl;              /* the default certificate */
-    SSL_CTX **sni;             /* server: one per extra certificate, same policy */
-    X509 **sni_leaf;           /* ... and its leaf, to match names */
+    SSL_CTX *ssl;    /* the default certificate */
+    SSL_CTX **sni;   /* server: one per extra certificate, same policy */
+    X509 **sni_leaf; /* ... and its leaf, to match names */
     size_t nsni;
-    BIO_METHOD *bio;           /* the buffers' BIO, one per context: no global state */
-    bool verify_name;          /* client: check the peer's name */
+    BIO_METHOD *bio;                  /* the buffers' BIO, one per context: no global state */
+    bool verify_name;                 /* client: check the peer's name */
     unsigned char alpn[ALPN_MAX + 1]; /* wire format: length-prefixed names */
     size_t alpn_len;
 };
@@ -130,15 +130,8 @@ static long
 bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
     (void)b, (void)num, (void)ptr;
-    switch (cmd) {
-    case BIO_CTRL_FLUSH:
-        return 1; /* the conn writes the output buffer */
-    case BIO_CTRL_PUSH:
-    case BIO_CTRL_POP:
-        return 0;
-    default:
-        return 0;
-    }
+    /* A flush succeeds (the conn writes the output buffer); nothing else is supported. */
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
 }
 
 static int
@@ -159,18 +152,19 @@ say(char *why, size_t why_len, const char *what)
     if (e) {
         char ossl[200];
         ERR_error_string_n(e, ossl, sizeof ossl);
-        snprintf(why, why_len, "%s: %s", what, ossl);
+        (void)snprintf(why, why_len, "%s: %s", what, ossl);
     } else {
-        snprintf(why, why_len, "%s", what);
+        (void)snprintf(why, why_len, "%s", what);
     }
 }
 
 static int
 proto(enum tcpmsg_tls_version v, int dflt)
 {
-    return v == TCPMSG_TLS_DEFAULT ? dflt : v == TCPMSG_TLS_1_2 ? TLS1_2_VERSION
-                                        : v == TCPMSG_TLS_1_3 ? TLS1_3_VERSION
-                                                               : -1;
+    return v == TCPMSG_TLS_DEFAULT ? dflt
+           : v == TCPMSG_TLS_1_2   ? TLS1_2_VERSION
+           : v == TCPMSG_TLS_1_3   ? TLS1_3_VERSION
+                                   : -1;
 }
 
 /* A file that cannot be opened has its own code; anything else OpenSSL refuses is ETLS. */
@@ -180,7 +174,7 @@ file_error(const char *path)
     FILE *f = fopen(path, "r");
     if (!f)
         return -errno;
-    fclose(f);
+    (void)fclose(f); /* opened for reading only, to tell why OpenSSL refused it */
     return TCPMSG_ETLS;
 }
 
@@ -215,9 +209,10 @@ load_cert(SSL_CTX *ssl, const struct tcpmsg_tls_cert *c, char *why, size_t why_l
     }
     if (c->key_file) {
         if (SSL_CTX_use_PrivateKey_file(ssl, c->key_file, SSL_FILETYPE_PEM) != 1) {
-            say(why, why_len, ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH
-                                  ? "the private key does not match the certificate"
-                                  : "cannot load the private key");
+            say(why, why_len,
+                ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH
+                    ? "the private key does not match the certificate"
+                    : "cannot load the private key");
             return file_error(c->key_file);
         }
     } else {
@@ -227,9 +222,10 @@ load_cert(SSL_CTX *ssl, const struct tcpmsg_tls_cert *c, char *why, size_t why_l
         EVP_PKEY_free(k);
         BIO_free(b);
         if (!ok) {
-            say(why, why_len, ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH
-                                  ? "the private key does not match the certificate"
-                                  : "cannot load the private key PEM");
+            say(why, why_len,
+                ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH
+                    ? "the private key does not match the certificate"
+                    : "cannot load the private key PEM");
             return TCPMSG_ETLS;
         }
     }
@@ -253,8 +249,8 @@ half_cert(const struct tcpmsg_tls_cert *c)
 }
 
 static int
-load_trust(SSL_CTX *ssl, const struct tcpmsg_tls_config *cfg, enum tcpmsg_tls_role role,
-           char *why, size_t why_len)
+load_trust(SSL_CTX *ssl, const struct tcpmsg_tls_config *cfg, enum tcpmsg_tls_role role, char *why,
+           size_t why_len)
 {
     if (cfg->ca_file) {
         if (SSL_CTX_load_verify_locations(ssl, cfg->ca_file, NULL) != 1) {
@@ -303,7 +299,8 @@ alpn_wire(const char *list, unsigned char *out, size_t *len)
         if (k == 0 || k > 255 || n + 1 + k > ALPN_MAX)
             return -EINVAL;
         out[n++] = (unsigned char)k;
-        memcpy(out + n, list, k);
+        /* ALPN's wire format: length-prefixed names, no terminator. */
+        memcpy(out + n, list, k); // NOLINT(bugprone-not-null-terminated-result)
         n += k;
         list += k + (end ? 1 : 0);
         if (end && !*list)
@@ -369,7 +366,8 @@ make_ssl_ctx(SSL_CTX **out, struct tcpmsg_tls_ctx *ctx, const struct tcpmsg_tls_
         return -ENOMEM;
     }
     *out = ssl;
-    int minv = proto(cfg->min_version, TLS1_2_VERSION), maxv = proto(cfg->max_version, TLS1_3_VERSION);
+    int minv = proto(cfg->min_version, TLS1_2_VERSION),
+        maxv = proto(cfg->max_version, TLS1_3_VERSION);
     SSL_CTX_set_min_proto_version(ssl, minv);
     SSL_CTX_set_max_proto_version(ssl, maxv);
     SSL_CTX_set_options(ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
@@ -395,12 +393,13 @@ make_ssl_ctx(SSL_CTX **out, struct tcpmsg_tls_ctx *ctx, const struct tcpmsg_tls_
         return r;
     enum tcpmsg_tls_verify v = cfg->verify;
     if (v == TCPMSG_TLS_VERIFY_DEFAULT)
-        v = !server ? TCPMSG_TLS_VERIFY_REQUIRED
-                    : (cfg->ca_file || cfg->ca_pem) ? TCPMSG_TLS_VERIFY_OPTIONAL
-                                                    : TCPMSG_TLS_VERIFY_NONE;
-    int mode = v == TCPMSG_TLS_VERIFY_NONE       ? SSL_VERIFY_NONE
-               : v == TCPMSG_TLS_VERIFY_OPTIONAL ? SSL_VERIFY_PEER
-                                                 : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+        v = !server                         ? TCPMSG_TLS_VERIFY_REQUIRED
+            : (cfg->ca_file || cfg->ca_pem) ? TCPMSG_TLS_VERIFY_OPTIONAL
+                                            : TCPMSG_TLS_VERIFY_NONE;
+    int mode = v == TCPMSG_TLS_VERIFY_NONE ? SSL_VERIFY_NONE
+               : v == TCPMSG_TLS_VERIFY_OPTIONAL
+                   ? SSL_VERIFY_PEER
+                   : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     SSL_CTX_set_verify(ssl, mode, NULL);
     if (server) {
         /* Sessions resume across connections and across worker processes (the ticket keys
@@ -419,7 +418,8 @@ make_ssl_ctx(SSL_CTX **out, struct tcpmsg_tls_ctx *ctx, const struct tcpmsg_tls_
             SSL_CTX_set_tlsext_servername_arg(ssl, ctx);
         }
     } else {
-        SSL_CTX_set_session_cache_mode(ssl, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_set_session_cache_mode(ssl,
+                                       SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
         SSL_CTX_sess_set_new_cb(ssl, new_session);
         /* ALPN's setter returns 0 on success, unlike every other OpenSSL call. */
         if (ctx->alpn_len &&
@@ -458,7 +458,8 @@ tcpmsg_tls_ctx_create(struct tcpmsg_tls_ctx **out, enum tcpmsg_tls_role role,
     if (!cfg)
         cfg = &defaults;
     bool server = role == TCPMSG_TLS_SERVER;
-    int minv = proto(cfg->min_version, TLS1_2_VERSION), maxv = proto(cfg->max_version, TLS1_3_VERSION);
+    int minv = proto(cfg->min_version, TLS1_2_VERSION),
+        maxv = proto(cfg->max_version, TLS1_3_VERSION);
     const char *bad = NULL;
     if (role != TCPMSG_TLS_CLIENT && role != TCPMSG_TLS_SERVER)
         bad = "unknown role";
@@ -468,7 +469,8 @@ tcpmsg_tls_ctx_create(struct tcpmsg_tls_ctx **out, enum tcpmsg_tls_role role,
         bad = "a server needs a certificate and its key";
     else if (half_cert(&cfg->cert))
         bad = "a certificate needs its key, and a key its certificate";
-    else if ((cfg->cert.cert_file && cfg->cert.cert_pem) || (cfg->cert.key_file && cfg->cert.key_pem))
+    else if ((cfg->cert.cert_file && cfg->cert.cert_pem) ||
+             (cfg->cert.key_file && cfg->cert.key_pem))
         bad = "a certificate (or key) as a file or as PEM text, not both";
     else if (cfg->sni_count && (!server || !cfg->sni_certs))
         bad = "SNI certificates are for servers, and need their list";
@@ -476,8 +478,9 @@ tcpmsg_tls_ctx_create(struct tcpmsg_tls_ctx **out, enum tcpmsg_tls_role role,
         bad = "unknown verification mode";
     else if (!server && cfg->verify == TCPMSG_TLS_VERIFY_OPTIONAL)
         bad = "a client verifies the server or does not: OPTIONAL is for servers";
-    else if (server && (cfg->verify == TCPMSG_TLS_VERIFY_OPTIONAL ||
-                        cfg->verify == TCPMSG_TLS_VERIFY_REQUIRED) &&
+    else if (server &&
+             (cfg->verify == TCPMSG_TLS_VERIFY_OPTIONAL ||
+              cfg->verify == TCPMSG_TLS_VERIFY_REQUIRED) &&
              !cfg->ca_file && !cfg->ca_pem)
         bad = "verifying client certificates needs the CA that signs them";
     for (size_t i = 0; !bad && i < cfg->sni_count; i++)
@@ -485,7 +488,7 @@ tcpmsg_tls_ctx_create(struct tcpmsg_tls_ctx **out, enum tcpmsg_tls_role role,
             bad = "an SNI certificate without its key";
     if (bad) {
         if (why && why_len)
-            snprintf(why, why_len, "%s", bad);
+            (void)snprintf(why, why_len, "%s", bad);
         return -EINVAL;
     }
 
@@ -498,7 +501,7 @@ tcpmsg_tls_ctx_create(struct tcpmsg_tls_ctx **out, enum tcpmsg_tls_role role,
     int r = 0;
     if (cfg->alpn && (r = alpn_wire(cfg->alpn, ctx->alpn, &ctx->alpn_len)) < 0) {
         if (why && why_len)
-            snprintf(why, why_len, "ALPN: a comma-separated list of names of 1-255 bytes");
+            (void)snprintf(why, why_len, "ALPN: a comma-separated list of names of 1-255 bytes");
         goto fail;
     }
     ERR_clear_error();
@@ -512,8 +515,8 @@ tcpmsg_tls_ctx_create(struct tcpmsg_tls_ctx **out, enum tcpmsg_tls_role role,
         goto fail;
     }
     if (cfg->sni_count) {
-        ctx->sni = calloc(cfg->sni_count, sizeof *ctx->sni);
-        ctx->sni_leaf = calloc(cfg->sni_count, sizeof *ctx->sni_leaf);
+        ctx->sni = calloc(cfg->sni_count, sizeof(SSL_CTX *));
+        ctx->sni_leaf = calloc(cfg->sni_count, sizeof(X509 *));
         if (!ctx->sni || !ctx->sni_leaf) {
             r = -ENOMEM;
             goto fail;
@@ -718,8 +721,8 @@ failure(struct tcpmsg__tls *t, int ret)
     } else if (lib == ERR_LIB_SSL && reason == SSL_R_CERTIFICATE_VERIFY_FAILED) {
         long v = SSL_get_verify_result(t->ssl);
         code = verify_error(v);
-        snprintf(t->detail, sizeof t->detail, "certificate verify failed: %s",
-                 X509_verify_cert_error_string(v));
+        (void)snprintf(t->detail, sizeof t->detail, "certificate verify failed: %s",
+                       X509_verify_cert_error_string(v));
     } else if (lib == ERR_LIB_SSL && reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
         code = TCPMSG_ECERTMISSING;
     } else if (lib == ERR_LIB_SSL &&
@@ -733,7 +736,7 @@ failure(struct tcpmsg__tls *t, int ret)
     if (!t->detail[0] && q)
         ERR_error_string_n(q, t->detail, sizeof t->detail);
     if (!t->detail[0] && code == TCPMSG_ETLSTRUNC)
-        snprintf(t->detail, sizeof t->detail, "the stream ended without close_notify");
+        (void)snprintf(t->detail, sizeof t->detail, "the stream ended without close_notify");
     ERR_clear_error();
     if (code != TCPMSG_EOF)
         t->err = code;
@@ -863,14 +866,14 @@ void
 tcpmsg__tls_info(const struct tcpmsg__tls *t, struct tcpmsg_tls_info *out)
 {
     memset(out, 0, sizeof *out);
-    snprintf(out->detail, sizeof out->detail, "%s", t->detail);
+    (void)snprintf(out->detail, sizeof out->detail, "%s", t->detail);
     out->done = t->done;
     if (!t->done)
         return;
     int v = SSL_version(t->ssl);
     out->version = v == TLS1_3_VERSION ? 13 : v == TLS1_2_VERSION ? 12 : 0;
     out->resumed = SSL_session_reused(t->ssl) == 1;
-    snprintf(out->cipher, sizeof out->cipher, "%s", SSL_get_cipher_name(t->ssl));
+    (void)snprintf(out->cipher, sizeof out->cipher, "%s", SSL_get_cipher_name(t->ssl));
     const unsigned char *a = NULL;
     unsigned alen = 0;
     SSL_get0_alpn_selected(t->ssl, &a, &alen);
@@ -880,7 +883,7 @@ tcpmsg__tls_info(const struct tcpmsg__tls *t, struct tcpmsg_tls_info *out)
     }
     const char *sni = SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name);
     if (sni && t->ctx->role == TCPMSG_TLS_SERVER)
-        snprintf(out->sni, sizeof out->sni, "%s", sni);
+        (void)snprintf(out->sni, sizeof out->sni, "%s", sni);
     X509 *peer = SSL_get0_peer_certificate(t->ssl);
     if (peer) {
         out->peer_verified = SSL_get_verify_result(t->ssl) == X509_V_OK;

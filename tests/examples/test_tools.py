@@ -104,6 +104,20 @@ class Cat(unittest.TestCase):
             self.assertEqual(run("tcpmsg-cat", *bad).returncode, 2, bad)
         self.assertEqual(run("tcpmsg-cat", "--help").returncode, 0)
 
+    def test_man_page_documents_every_option(self):
+        """Every long option --help lists (TLS ones included) is in tcpmsg-cat(1)."""
+        import re
+        r = run("tcpmsg-cat", "--help")
+        helptext = (r.stdout + r.stderr).decode()
+        options = set(re.findall(r"(--[a-z][a-z-]+)", helptext))
+        self.assertIn("--tls-verify-peer", options)
+        man = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
+                           "man", "tcpmsg-cat.1")
+        with open(man) as f:
+            page = f.read().replace("\\-", "-")
+        missing = sorted(o for o in options if o not in page)
+        self.assertEqual(missing, [], "options missing from docs/man/tcpmsg-cat.1")
+
 
 class FileTransfer(unittest.TestCase):
     def setUp(self):
