@@ -12,6 +12,7 @@
 #include "tcpmsg/error.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,72 @@ struct tcpmsg__tls {
     SSL_SESSION *session;    /* client: the newest session the server gave */
     char detail[256];
 };
+
+/* ---- fork safety ----------------------------------------------------------------------------
+ * OpenSSL's locks are plain pthread locks that a fork copies as they are: a process that
+ * forks while another of its threads is inside OpenSSL (the FORK and POOL models under
+ * tcpmsg_server_start, while the caller connects over TLS) gives the child a lock that no
+ * thread will ever release, and the child's first handshake waits for ever (seen: a POOL
+ * worker blocked in CRYPTO_THREAD_write_lock). Every entry point of this file that calls
+ * OpenSSL runs under a shared lock, and a fork (pthread_atfork, so the application's forks
+ * too) takes it exclusively: no thread is inside OpenSSL when the process is copied. Entry
+ * points never block on I/O (the engine makes no system call), so a fork waits at most for
+ * one handshake computation; writers are preferred, so a stream of TLS calls cannot starve
+ * it, and a thread-local depth lets entry points call each other. */
+
+static pthread_rwlock_t fork_lock;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static _Thread_local unsigned guard_depth;
+
+static void
+fork_lock_init(void)
+{
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&fork_lock, &a);
+    pthread_rwlockattr_destroy(&a);
+}
+
+static void
+fork_prepare(void)
+{
+    pthread_rwlock_wrlock(&fork_lock);
+}
+
+static void
+fork_parent(void)
+{
+    pthread_rwlock_unlock(&fork_lock);
+}
+
+static void
+fork_child(void)
+{
+    fork_lock_init(); /* the child has one thread, and the lock's owner was its parent's */
+}
+
+static void
+fork_setup(void)
+{
+    fork_lock_init();
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+static void
+guard_enter(void)
+{
+    pthread_once(&fork_once, fork_setup);
+    if (guard_depth++ == 0)
+        pthread_rwlock_rdlock(&fork_lock);
+}
+
+static void
+guard_leave(void)
+{
+    if (--guard_depth == 0)
+        pthread_rwlock_unlock(&fork_lock);
+}
 
 bool
 tcpmsg_tls_supported(void)
@@ -445,8 +512,8 @@ ctx_free(struct tcpmsg_tls_ctx *ctx)
     free(ctx);
 }
 
-int
-tcpmsg_tls_ctx_create(struct tcpmsg_tls_ctx **out, enum tcpmsg_tls_role role,
+static int
+api_ctx_create(struct tcpmsg_tls_ctx **out, enum tcpmsg_tls_role role,
                       const struct tcpmsg_tls_config *cfg, char *why, size_t why_len)
 {
     static const struct tcpmsg_tls_config defaults;
@@ -556,15 +623,15 @@ tcpmsg_tls_ctx_role(const struct tcpmsg_tls_ctx *ctx)
     return ctx ? (int)ctx->role : -EINVAL;
 }
 
-void
-tcpmsg_tls_ctx_destroy(struct tcpmsg_tls_ctx *ctx)
+static void
+api_ctx_destroy(struct tcpmsg_tls_ctx *ctx)
 {
     if (ctx && atomic_fetch_sub(&ctx->refs, 1) == 1)
         ctx_free(ctx);
 }
 
-void
-tcpmsg_tls_session_destroy(struct tcpmsg_tls_session *s)
+static void
+api_session_destroy(struct tcpmsg_tls_session *s)
 {
     if (!s)
         return;
@@ -574,8 +641,8 @@ tcpmsg_tls_session_destroy(struct tcpmsg_tls_session *s)
 
 /* ---- sessions ----------------------------------------------------------------------------- */
 
-int
-tcpmsg__tls_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *name,
+static int
+engine_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *name,
                 const struct tcpmsg_tls_session *session)
 {
     *out = NULL;
@@ -631,8 +698,8 @@ tcpmsg__tls_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char
     return 0;
 }
 
-void
-tcpmsg__tls_free(struct tcpmsg__tls *t)
+static void
+engine_free(struct tcpmsg__tls *t)
 {
     if (!t)
         return;
@@ -743,8 +810,8 @@ failure(struct tcpmsg__tls *t, int ret)
     return code;
 }
 
-int
-tcpmsg__tls_handshake(struct tcpmsg__tls *t)
+static int
+engine_handshake(struct tcpmsg__tls *t)
 {
     if (t->err)
         return t->err;
@@ -776,8 +843,8 @@ tcpmsg__tls_handshake_done(const struct tcpmsg__tls *t)
     return t->done;
 }
 
-ptrdiff_t
-tcpmsg__tls_read(struct tcpmsg__tls *t, void *dst, size_t cap)
+static ptrdiff_t
+engine_read(struct tcpmsg__tls *t, void *dst, size_t cap)
 {
     if (t->err)
         return t->err;
@@ -807,8 +874,8 @@ tcpmsg__tls_pending(const struct tcpmsg__tls *t)
     return !t->err && (t->ilen > t->ipos || SSL_has_pending(t->ssl));
 }
 
-int
-tcpmsg__tls_write(struct tcpmsg__tls *t, const void *src, size_t n)
+static int
+engine_write(struct tcpmsg__tls *t, const void *src, size_t n)
 {
     if (t->err)
         return t->err;
@@ -828,8 +895,8 @@ tcpmsg__tls_write(struct tcpmsg__tls *t, const void *src, size_t n)
     return 0;
 }
 
-int
-tcpmsg__tls_close_notify(struct tcpmsg__tls *t)
+static int
+engine_close_notify(struct tcpmsg__tls *t)
 {
     if (t->err)
         return t->err;
@@ -862,8 +929,8 @@ tcpmsg__tls_out_done(struct tcpmsg__tls *t, size_t n)
     }
 }
 
-void
-tcpmsg__tls_info(const struct tcpmsg__tls *t, struct tcpmsg_tls_info *out)
+static void
+engine_info(const struct tcpmsg__tls *t, struct tcpmsg_tls_info *out)
 {
     memset(out, 0, sizeof *out);
     (void)snprintf(out->detail, sizeof out->detail, "%s", t->detail);
@@ -897,8 +964,8 @@ tcpmsg__tls_info(const struct tcpmsg__tls *t, struct tcpmsg_tls_info *out)
     ERR_clear_error();
 }
 
-int
-tcpmsg__tls_session(const struct tcpmsg__tls *t, struct tcpmsg_tls_session **out)
+static int
+engine_session(const struct tcpmsg__tls *t, struct tcpmsg_tls_session **out)
 {
     *out = NULL;
     SSL_SESSION *s = t->session ? t->session : NULL;
@@ -911,4 +978,103 @@ tcpmsg__tls_session(const struct tcpmsg__tls *t, struct tcpmsg_tls_session **out
     h->s = s;
     *out = h;
     return 0;
+}
+
+/* ---- the entry points, each inside the fork guard ------------------------------------ */
+
+int
+tcpmsg_tls_ctx_create(struct tcpmsg_tls_ctx **out, enum tcpmsg_tls_role role,
+                      const struct tcpmsg_tls_config *cfg, char *why, size_t why_len)
+{
+    guard_enter();
+    int r = api_ctx_create(out, role, cfg, why, why_len);
+    guard_leave();
+    return r;
+}
+
+void
+tcpmsg_tls_ctx_destroy(struct tcpmsg_tls_ctx *ctx)
+{
+    guard_enter();
+    api_ctx_destroy(ctx);
+    guard_leave();
+}
+
+void
+tcpmsg_tls_session_destroy(struct tcpmsg_tls_session *s)
+{
+    guard_enter();
+    api_session_destroy(s);
+    guard_leave();
+}
+
+int
+tcpmsg__tls_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *name,
+                const struct tcpmsg_tls_session *session)
+{
+    guard_enter();
+    int r = engine_new(out, ctx, name, session);
+    guard_leave();
+    return r;
+}
+
+void
+tcpmsg__tls_free(struct tcpmsg__tls *t)
+{
+    guard_enter();
+    engine_free(t);
+    guard_leave();
+}
+
+int
+tcpmsg__tls_handshake(struct tcpmsg__tls *t)
+{
+    guard_enter();
+    int r = engine_handshake(t);
+    guard_leave();
+    return r;
+}
+
+ptrdiff_t
+tcpmsg__tls_read(struct tcpmsg__tls *t, void *dst, size_t cap)
+{
+    guard_enter();
+    ptrdiff_t r = engine_read(t, dst, cap);
+    guard_leave();
+    return r;
+}
+
+int
+tcpmsg__tls_write(struct tcpmsg__tls *t, const void *src, size_t n)
+{
+    guard_enter();
+    int r = engine_write(t, src, n);
+    guard_leave();
+    return r;
+}
+
+int
+tcpmsg__tls_close_notify(struct tcpmsg__tls *t)
+{
+    guard_enter();
+    int r = engine_close_notify(t);
+    guard_leave();
+    return r;
+}
+
+void
+tcpmsg__tls_info(const struct tcpmsg__tls *t, struct tcpmsg_tls_info *out)
+{
+    guard_enter();
+    engine_info(t, out);
+    guard_leave();
+}
+
+int
+tcpmsg__tls_session(const struct tcpmsg__tls *t, struct tcpmsg_tls_session **out)
+{
+    guard_enter();
+    int r = engine_session(t, out);
+    guard_leave();
+    return r;
 }

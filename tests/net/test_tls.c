@@ -7,11 +7,16 @@
 #include "nettest.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define LONG_WAIT tcpmsg_deadline_in(60000)
@@ -766,6 +771,96 @@ START_TEST(connect_tls_names_the_host)
 }
 END_TEST
 
+/* A fork while another thread is inside OpenSSL must not hand the child a lock held for
+ * ever (the FORK and POOL models fork while the caller's threads use TLS): a thread loads
+ * certificates without pause while the test forks children, each of which makes its first
+ * handshake (OpenSSL then fills its caches, under write locks). Without the library's fork
+ * guard, children hang in CRYPTO_THREAD_write_lock. No Check call in the thread or the
+ * children: Check's own mutex would be copied held in the same way. */
+static atomic_bool churn_stop;
+static struct tcpmsg_tls_ctx *fork_sctx, *fork_cctx;
+
+static void *
+churn(void *arg)
+{
+    struct tcpmsg_tls_config *c = arg;
+    while (!atomic_load(&churn_stop)) {
+        struct tcpmsg_tls_ctx *ctx;
+        if (tcpmsg_tls_ctx_create(&ctx, TCPMSG_TLS_SERVER, c, NULL, 0) == 0)
+            tcpmsg_tls_ctx_destroy(ctx);
+    }
+    return NULL;
+}
+
+static void *
+child_server(void *arg)
+{
+    struct tcpmsg_tls_params p = {.ctx = fork_sctx};
+    return (void *)(intptr_t)tcpmsg_conn_start_tls(arg, &p, tcpmsg_deadline_in(10000));
+}
+
+/* The child: one handshake over a socket pair, the server's end in a thread. */
+static int
+child_handshake(void)
+{
+    int sv[2];
+    struct tcpmsg_conn *a, *b;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
+        tcpmsg_conn_open(&a, sv[0], &length4, NULL) < 0 ||
+        tcpmsg_conn_open(&b, sv[1], &length4, NULL) < 0)
+        return 2;
+    pthread_t t;
+    if (pthread_create(&t, NULL, child_server, b) != 0)
+        return 2;
+    struct tcpmsg_tls_params p = {.ctx = fork_cctx, .name = "localhost"};
+    int rc = tcpmsg_conn_start_tls(a, &p, tcpmsg_deadline_in(10000));
+    void *rs;
+    pthread_join(t, &rs);
+    return rc == 0 && (intptr_t)rs == 0 ? 0 : 3;
+}
+
+START_TEST(forks_while_another_thread_uses_tls)
+{
+    fork_sctx = server_ctx("server", NULL);
+    fork_cctx = client_ctx(NULL);
+    struct tcpmsg_tls_config cfg = {.cert = {.cert_file = pki("server.pem"),
+                                             .key_file = pki("server.key")}};
+    atomic_store(&churn_stop, false);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, churn, &cfg), 0);
+    int hung = 0, failed = 0;
+    for (int i = 0; i < 50 && !hung && !failed; i++) {
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(child_handshake());
+        if (pid < 0) {
+            failed = -1;
+            break;
+        }
+        int st = 0;
+        int64_t dl = tcpmsg_deadline_in(20000);
+        while (waitpid(pid, &st, WNOHANG) == 0) {
+            if (tcpmsg_deadline_left(dl) == 0) {
+                kill(pid, SIGKILL);
+                waitpid(pid, &st, 0);
+                hung = i + 1;
+                break;
+            }
+            struct timespec ts = {0, 1000 * 1000};
+            nanosleep(&ts, NULL); /* polling a child's end, not timing anything */
+        }
+        if (!hung && !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+            failed = i + 1;
+    }
+    atomic_store(&churn_stop, true);
+    pthread_join(t, NULL);
+    ck_assert_msg(!hung, "child %d hung: a lock of OpenSSL was copied held", hung - 1);
+    ck_assert_msg(!failed, "child %d: its handshake failed", failed - 1);
+    tcpmsg_tls_ctx_destroy(fork_sctx);
+    tcpmsg_tls_ctx_destroy(fork_cctx);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -800,6 +895,7 @@ main(void)
     tcase_add_test(t, plaintext_against_tls);
     tcase_add_test(t, sessions_resume);
     tcase_add_test(t, connect_tls_names_the_host);
+    tcase_add_test(t, forks_while_another_thread_uses_tls);
     suite_add_tcase(s, t);
     return tu_run(s);
 }
