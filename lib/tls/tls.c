@@ -681,7 +681,11 @@ engine_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *nam
                 X509_VERIFY_PARAM_set1_ip(vp, NULL, 0);
             if (!ip) {
                 ERR_clear_error();
-                if (SSL_set_tlsext_host_name(t->ssl, name) != 1 ||
+                /* SSL_set_tlsext_host_name, without its macro's cast away from const
+                 * (OpenSSL copies the name). */
+                void *sni = (void *)(uintptr_t)name;
+                if (SSL_ctrl(t->ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+                             sni) != 1 ||
                     (ctx->verify_name && SSL_set1_host(t->ssl, name) != 1))
                     r = -EINVAL;
             }

@@ -168,8 +168,11 @@ class TlsHostile(unittest.TestCase):
             print(f"tls_hostile: {mode}: 2000 silent clients: +{grown} KiB", file=sys.stderr)
             # Measured (docs/limits.md): about 9.5 KiB each under EVENT (the OpenSSL session
             # object; no buffer until a byte arrives), 19 KiB under THREAD (its stack too).
+            # Under a sanitizer the memory is mostly its runtime's (ASan: some 180 KiB per
+            # thread): printed above, not bounded.
             bound = {"event": 32, "thread": 64}[mode] * 1024
-            self.assertLess(grown, bound, f"{mode}: {grown} KiB for 2000 silent clients")
+            if not os.environ.get("TCPMSG_SANITIZER"):
+                self.assertLess(grown, bound, f"{mode}: {grown} KiB for 2000 silent clients")
             for s in crowd:
                 recv_until_closed(s)  # each is closed by the handshake deadline
                 s.close()

@@ -771,6 +771,157 @@ START_TEST(connect_tls_names_the_host)
 }
 END_TEST
 
+/* A file's text, for the PEM-in-memory cases (freed by the caller). */
+static char *
+slurp(const char *name)
+{
+    FILE *f = fopen(pki(name), "r");
+    ck_assert_ptr_nonnull(f);
+    char *text = calloc(1, 16384);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_uint_gt(fread(text, 1, 16383, f), 0);
+    fclose(f);
+    return text;
+}
+
+START_TEST(pem_texts_and_policies)
+{
+    char why[256];
+    struct tcpmsg_tls_ctx *ctx;
+    char *leaf = slurp("server.pem"), *key = slurp("server.key"), *ca = slurp("ca.pem");
+    char *other_key = slurp("client.key");
+    char *chain = calloc(1, strlen(leaf) + strlen(ca) + 1);
+    strcat(strcat(chain, leaf), ca);
+    /* A chain and a key as PEM text on the server, the CA as PEM text on the client (and on
+     * a server that asks for client certificates): a verified handshake. */
+    struct tcpmsg_tls_config sc = {.cert = {.cert_pem = chain, .key_pem = key}, .ca_pem = ca,
+                                   .verify = TCPMSG_TLS_VERIFY_OPTIONAL, .no_tickets = true};
+    struct server_end e = {.then = echo_until_end};
+    ck_assert_int_eq(tcpmsg_tls_ctx_create(&e.ctx, TCPMSG_TLS_SERVER, &sc, why, sizeof why), 0);
+    struct tcpmsg_tls_config cc = {.ca_pem = ca};
+    struct tcpmsg_tls_ctx *cctx = client_ctx(&cc);
+    int r;
+    struct tcpmsg_tls_info ci;
+    struct tcpmsg_conn *c = tls_pair(&e, cctx, "localhost", NULL, NULL, &r, &ci);
+    ck_assert_msg(r == 0, "%s (%s)", tcpmsg_errname(r), ci.detail);
+    ck_assert(ci.peer_verified);
+    exchange(c, "pem", 3);
+    struct tcpmsg_tls_session *sess = (struct tcpmsg_tls_session *)1;
+    ck_assert_int_eq(tcpmsg_conn_tls_session(c, &sess), -ENOENT); /* no_tickets: none */
+    ck_assert_ptr_null(sess);
+    tcpmsg_conn_close(c, LONG_WAIT);
+    server_join(&e);
+    ck_assert_int_eq(e.result, 0);
+    tcpmsg_tls_ctx_destroy(e.ctx);
+
+    /* What cannot load says why. */
+    struct {
+        struct tcpmsg_tls_config cfg;
+        enum tcpmsg_tls_role role;
+        int code;
+        const char *why;
+    } bad[] = {
+        {{.cert = {.cert_pem = "garbage", .key_pem = key}}, TCPMSG_TLS_SERVER, TCPMSG_ETLS,
+         "certificate PEM"},
+        {{.cert = {.cert_pem = leaf, .key_pem = "garbage"}}, TCPMSG_TLS_SERVER, TCPMSG_ETLS,
+         "private key PEM"},
+        {{.cert = {.cert_pem = leaf, .key_pem = other_key}}, TCPMSG_TLS_SERVER, TCPMSG_ETLS,
+         "does not match"},
+        {{.cert = {.cert_file = pki("ca.cnf"), .key_file = pki("server.key")}},
+         TCPMSG_TLS_SERVER, TCPMSG_ETLS, "certificate chain"},
+        {{.ca_pem = "no certificate here"}, TCPMSG_TLS_CLIENT, TCPMSG_ETLS, "no certificate"},
+        {{.ca_file = pki("no-such-ca.pem")}, TCPMSG_TLS_CLIENT, -ENOENT, "CA file"},
+        {{.cert = {.cert_file = pki("server.pem"), .cert_pem = leaf, .key_pem = key}},
+         TCPMSG_TLS_SERVER, -EINVAL, "not both"},
+        {{.cert = {.cert_pem = leaf, .key_pem = key}}, (enum tcpmsg_tls_role)7, -EINVAL,
+         "unknown role"},
+        {{.cert = {.cert_pem = leaf, .key_pem = key}, .alpn = "a,"}, TCPMSG_TLS_SERVER,
+         -EINVAL, "ALPN"},
+        {{.cert = {.cert_pem = leaf, .key_pem = key}, .ciphersuites = "NO_SUCH_SUITE"},
+         TCPMSG_TLS_SERVER, TCPMSG_ETLS, "cipher suites"},
+        {{.cert = {.cert_pem = leaf, .key_pem = key},
+          .sni_certs = &(struct tcpmsg_tls_cert){.cert_file = pki("second.pem")},
+          .sni_count = 1},
+         TCPMSG_TLS_SERVER, -EINVAL, "SNI certificate"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ctx = (struct tcpmsg_tls_ctx *)1;
+        r = tcpmsg_tls_ctx_create(&ctx, bad[i].role, &bad[i].cfg, why, sizeof why);
+        ck_assert_msg(r == bad[i].code, "case %zu: %s", i, tcpmsg_errname(r));
+        ck_assert_ptr_null(ctx);
+        ck_assert_msg(strstr(why, bad[i].why), "case %zu: '%s'", i, why);
+    }
+
+    /* Misuse of a connection's TLS start: a session on a server end, a name check without
+     * a name. Refused, nothing sent. */
+    struct tcpmsg_tls_ctx *sctx = server_ctx("server", NULL);
+    int a, b;
+    nt_pair("127.0.0.1", &a, &b);
+    struct tcpmsg_conn *ca_conn;
+    ck_assert_int_eq(tcpmsg_conn_open(&ca_conn, a, &length4, NULL), 0);
+    struct tcpmsg_tls_params p = {.ctx = sctx, .session = (struct tcpmsg_tls_session *)&p};
+    ck_assert_int_eq(tcpmsg_conn_start_tls(ca_conn, &p, LONG_WAIT), -EINVAL);
+    tcpmsg_conn_close(ca_conn, TCPMSG_NOWAIT);
+    ck_assert_int_eq(tcpmsg_conn_open(&ca_conn, b, &length4, NULL), 0);
+    struct tcpmsg_tls_params q = {.ctx = cctx}; /* verify the name, but which? */
+    ck_assert_int_eq(tcpmsg_conn_start_tls(ca_conn, &q, LONG_WAIT), -EINVAL);
+    tcpmsg_conn_close(ca_conn, TCPMSG_NOWAIT);
+    tcpmsg_tls_ctx_destroy(sctx);
+    tcpmsg_tls_ctx_destroy(cctx);
+    free(leaf), free(key), free(ca), free(other_key), free(chain);
+}
+END_TEST
+
+START_TEST(tls_calls_misused)
+{
+    struct tcpmsg_tls_ctx *cctx = client_ctx(NULL);
+    struct tcpmsg_tls_params p = {.ctx = cctx, .name = "localhost"};
+    struct tcpmsg_tls_info info;
+    struct tcpmsg_tls_session *sess;
+    struct tcpmsg_conn *c = (struct tcpmsg_conn *)1;
+    ck_assert_int_eq(tcpmsg_conn_connect_tls(NULL, "h", "1", &length4, NULL, &p, 0), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_connect_tls(&c, NULL, "1", &length4, NULL, &p, 0), -EINVAL);
+    ck_assert_ptr_null(c);
+    ck_assert_int_eq(tcpmsg_conn_connect_tls(&c, "h", "1", &length4, NULL, NULL, 0), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_start_tls(NULL, &p, 0), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_handshake(NULL, 0), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_tls_info(NULL, NULL), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_tls_info(NULL, &info), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_tls_session(NULL, NULL), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_tls_session(NULL, &sess), -EINVAL);
+    /* A plain connection: no TLS to ask about, a handshake that has nothing to do; once
+     * plaintext is in flight, TLS cannot start on it; TLS twice is refused. */
+    int a, b;
+    nt_pair("127.0.0.1", &a, &b);
+    struct tcpmsg_conn *x, *y;
+    ck_assert_int_eq(tcpmsg_conn_open(&x, a, &length4, NULL), 0);
+    ck_assert_int_eq(tcpmsg_conn_open(&y, b, &length4, NULL), 0);
+    ck_assert_int_eq(tcpmsg_conn_handshake(x, 0), 0);
+    ck_assert_int_eq(tcpmsg_conn_tls_info(x, &info), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_tls_session(x, &sess), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_send(y, "clear", 5, LONG_WAIT), 0);
+    struct tcpmsg_frame f;
+    ck_assert_int_eq(tcpmsg_conn_recv(x, &f, LONG_WAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_start_tls(x, &p, 0), -EBUSY); /* the frame is unread */
+    tcpmsg_conn_close(x, TCPMSG_NOWAIT);
+    tcpmsg_conn_close(y, TCPMSG_NOWAIT);
+    /* A TLS connection cannot be detached from its session, nor start TLS again. */
+    struct server_end e = {.ctx = server_ctx("server", NULL), .then = echo_until_end};
+    int r;
+    c = tls_pair(&e, cctx, "localhost", NULL, NULL, &r, NULL);
+    ck_assert_int_eq(r, 0);
+    ck_assert_int_eq(tcpmsg_conn_start_tls(c, &p, 0), -EINVAL);
+    void *rest;
+    size_t rest_len;
+    ck_assert_int_eq(tcpmsg_conn_detach(c, &rest, &rest_len), -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_handshake(c, LONG_WAIT), 0); /* already done */
+    tcpmsg_conn_close(c, LONG_WAIT);
+    server_join(&e);
+    tcpmsg_tls_ctx_destroy(e.ctx);
+    tcpmsg_tls_ctx_destroy(cctx);
+}
+END_TEST
+
 /* A fork while another thread is inside OpenSSL must not hand the child a lock held for
  * ever (the FORK and POOL models fork while the caller's threads use TLS): a thread loads
  * certificates without pause while the test forks children, each of which makes its first
@@ -905,6 +1056,8 @@ main(void)
     tcase_add_test(t, plaintext_against_tls);
     tcase_add_test(t, sessions_resume);
     tcase_add_test(t, connect_tls_names_the_host);
+    tcase_add_test(t, pem_texts_and_policies);
+    tcase_add_test(t, tls_calls_misused);
     tcase_add_test(t, forks_while_another_thread_uses_tls);
     suite_add_tcase(s, t);
     return tu_run(s);
