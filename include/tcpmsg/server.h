@@ -228,6 +228,38 @@ TCPMSG_API int tcpmsg_model_parse(const char *name, enum tcpmsg_model *out);
  */
 TCPMSG_API int tcpmsg_server_drop(struct tcpmsg_conn *c, int reason);
 
+/*
+ * Timers of a connection, called in the thread that serves it like any other callback:
+ * fn(c, id, arg) may send on c (the output is written when the callback returns), start and
+ * stop timers, and end c with tcpmsg_server_drop.
+ */
+typedef void (*tcpmsg_timer_fn)(struct tcpmsg_conn *c, uint64_t id, void *arg);
+
+/*
+ * tcpmsg_timer_start - calls fn(c, id, arg) once delay_ms have passed, then every period_ms
+ * (period_ms 0: once), until it is stopped or c ends: every timer of a connection is
+ * cancelled before its on_close (and when on_open refuses it), so a timer never fires for
+ * a connection that is gone. Timers due at the same time fire in the order they were
+ * started; a periodic timer that falls behind (a long callback) skips the periods it
+ * missed rather than firing them in a burst. Ids are never reused within a process.
+ * Call it from a callback of c (on_open, on_message, a timer of c; under EVENT, from any
+ * callback of c's worker thread), on a connection a server serves with on_message under
+ * any model (the blocking models' loop waits for the next timer as well as for the peer).
+ * Returns 0 with *id set (id may be NULL), -EINVAL (fn NULL, delay_ms or period_ms < 0,
+ * c NULL or not served by a server), -ENOTSUP (a dialog handler's connection: the dialog
+ * owns its waiting), -ENOMEM. Never blocks.
+ */
+TCPMSG_API int tcpmsg_timer_start(struct tcpmsg_conn *c, int64_t delay_ms, int64_t period_ms,
+                                  tcpmsg_timer_fn fn, void *arg, uint64_t *id);
+
+/*
+ * tcpmsg_timer_stop - cancels timer id of connection c, from the threads that may start
+ * one (a periodic timer may stop itself from its own callback). Returns 0, or -ENOENT (no
+ * such timer on c: a one-shot that fired, one already stopped, another connection's) or
+ * -EINVAL (c NULL or not served).
+ */
+TCPMSG_API int tcpmsg_timer_stop(struct tcpmsg_conn *c, uint64_t id);
+
 /* tcpmsg_server_stats - copies the counters. */
 TCPMSG_API void tcpmsg_server_stats(const struct tcpmsg_server *s,
                                     struct tcpmsg_server_stats *out);

@@ -49,6 +49,7 @@ struct worker {
     int nconns;
     struct econn *current; /* the connection whose callback runs */
     struct econn *pending; /* connections a callback sent to or dropped, other than current */
+    struct tcpmsg__timers timers; /* its connections' (tcpmsg_timer_start) */
     pthread_t thread;
 };
 
@@ -97,6 +98,7 @@ dropped(struct tcpmsg__served *sv)
 static void
 destroy_conn(struct worker *w, struct econn *e, bool reset)
 {
+    tcpmsg__timers_cancel(&e->sv); /* refused by on_open, or started by on_close */
     if (e->pending) {
         struct econn **p = &w->pending;
         while (*p && *p != e)
@@ -135,6 +137,7 @@ begin_close(struct worker *w, struct econn *e, int reason)
     e->closing = reason;
     e->closing_since = tcpmsg_now_ms();
     struct tcpmsg_server *s = w->s;
+    tcpmsg__timers_cancel(&e->sv); /* none fires once on_close has run */
     if (s->h.on_close)
         s->h.on_close(e->c, reason, s->h.user);
     tcpmsg__account(s, e->c, reason);
@@ -311,6 +314,8 @@ accept_some(struct worker *w)
         e->fd = fd;
         e->w = w;
         e->sv.dropped = dropped;
+        e->sv.c = e->c;
+        e->sv.heap = &w->timers;
         tcpmsg__conn_hook(e->c, wake, e);
         tcpmsg__conn_short_reads(e->c, true); /* level-triggered: safe */
         e->last_rx = tcpmsg_now_ms();
@@ -444,7 +449,10 @@ worker_main(void *arg)
         }
         if (stopping && (!w->conns || now >= drain_end))
             break;
-        int timeout = (int)(next_sweep - now);
+        int64_t wake_at = next_sweep;
+        if (tcpmsg__timers_next(&w->timers) < wake_at)
+            wake_at = tcpmsg__timers_next(&w->timers);
+        int timeout = (int)(wake_at - now);
         if (timeout < 0)
             timeout = 0;
         if (stopping && drain_end - now < timeout)
@@ -474,6 +482,10 @@ worker_main(void *arg)
             settle(w, e);
         }
         now = tcpmsg_now_ms();
+        /* Timers run outside any connection's callback: what they send or drop is handled
+         * by run_pending at the end of the turn. */
+        if (tcpmsg__timers_next(&w->timers) <= now)
+            tcpmsg__timers_run(&w->timers, now);
         if (now >= next_sweep) {
             sweep(w, now);
             next_sweep = now + interval;
@@ -500,6 +512,7 @@ static int
 worker_init(struct worker *w, struct tcpmsg_server *s, int index)
 {
     memset(w, 0, sizeof *w);
+    tcpmsg__timers_init(&w->timers);
     w->s = s;
     w->lfd = s->lfd;
     w->reserve = tcpmsg_sock_reserve();
@@ -531,6 +544,7 @@ worker_init(struct worker *w, struct tcpmsg_server *s, int index)
 static void
 worker_fini(struct worker *w)
 {
+    tcpmsg__timers_fini(&w->timers);
     if (w->ep >= 0)
         close(w->ep);
     if (w->own_lfd)

@@ -142,6 +142,117 @@ after(int64_t from, int ms)
     return ms < 0 ? TCPMSG_FOREVER : from + ms;
 }
 
+/* ---- timers of connections ---------------------------------------------------------- */
+
+static _Atomic uint64_t last_timer_id; /* ids are never reused within the process */
+
+int
+tcpmsg_timer_start(struct tcpmsg_conn *c, int64_t delay_ms, int64_t period_ms,
+                   tcpmsg_timer_fn fn, void *arg, uint64_t *id)
+{
+    if (id)
+        *id = 0;
+    struct tcpmsg__served *sv = c ? tcpmsg__conn_hook_arg(c) : NULL;
+    if (!sv || !fn || delay_ms < 0 || period_ms < 0)
+        return -EINVAL;
+    if (!sv->heap)
+        return -ENOTSUP;
+    struct tcpmsg__utimer *u = calloc(1, sizeof *u);
+    if (!u)
+        return -ENOMEM;
+    tcpmsg__timer_init(&u->node);
+    int64_t now = tcpmsg_now_ms();
+    int64_t due = delay_ms > INT64_MAX - now ? INT64_MAX : now + delay_ms;
+    if (tcpmsg__timers_arm(sv->heap, &u->node, due) < 0) {
+        free(u);
+        return -ENOMEM;
+    }
+    u->id = atomic_fetch_add(&last_timer_id, 1) + 1;
+    u->period = period_ms;
+    u->fn = fn;
+    u->arg = arg;
+    u->sv = sv;
+    u->next = sv->timers;
+    sv->timers = u;
+    if (id)
+        *id = u->id;
+    return 0;
+}
+
+/* Unlinks u from its connection's list and frees it (disarmed first). */
+static void
+timer_free(struct tcpmsg__utimer *u)
+{
+    struct tcpmsg__served *sv = u->sv;
+    tcpmsg__timers_disarm(sv->heap, &u->node);
+    struct tcpmsg__utimer **p = &sv->timers;
+    while (*p && *p != u)
+        p = &(*p)->next;
+    if (*p) /* always: an armed timer is on its connection's list */
+        *p = u->next;
+    free(u);
+}
+
+int
+tcpmsg_timer_stop(struct tcpmsg_conn *c, uint64_t id)
+{
+    struct tcpmsg__served *sv = c ? tcpmsg__conn_hook_arg(c) : NULL;
+    if (!sv)
+        return -EINVAL;
+    for (struct tcpmsg__utimer *u = sv->timers; u; u = u->next) {
+        if (u->id == id) {
+            timer_free(u);
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+void
+tcpmsg__timers_cancel(struct tcpmsg__served *sv)
+{
+    while (sv->timers) {
+        struct tcpmsg__utimer *u = sv->timers;
+        sv->timers = u->next;
+        tcpmsg__timers_disarm(sv->heap, &u->node);
+        free(u);
+    }
+}
+
+int
+tcpmsg__timers_run(struct tcpmsg__timers *h, int64_t now)
+{
+    int ran = 0;
+    struct tcpmsg__timer *t;
+    /* Only what was due when the run began: a callback that starts a timer due at once does
+     * not run it in the same pass (a 0 ms periodic timer cannot starve the loop). */
+    uint64_t last = h->seq;
+    while ((t = tcpmsg__timers_pop_due(h, now))) {
+        struct tcpmsg__utimer *u = (struct tcpmsg__utimer *)t;
+        if (t->seq > last) { /* armed during this pass: next time */
+            if (tcpmsg__timers_arm(h, t, t->due) < 0)
+                timer_free(u);
+            break;
+        }
+        struct tcpmsg_conn *c = u->sv->c;
+        tcpmsg_timer_fn fn = u->fn;
+        void *arg = u->arg;
+        uint64_t id = u->id;
+        if (u->period > 0) {
+            int64_t due = t->due + u->period;
+            if (due <= now) /* fell behind: the missed periods are skipped */
+                due = now + u->period;
+            if (tcpmsg__timers_arm(h, t, due) < 0)
+                timer_free(u);
+        } else {
+            timer_free(u); /* gone before its callback: stopping it there says -ENOENT */
+        }
+        fn(c, id, arg);
+        ran++;
+    }
+    return ran;
+}
+
 int
 tcpmsg_server_drop(struct tcpmsg_conn *c, int reason)
 {
@@ -185,7 +296,7 @@ flush_or_stop(struct tcpmsg_server *s, struct tcpmsg_conn *c, int64_t deadline, 
 
 /* Runs on_message over the connection until it ends; returns the reason. */
 static int
-message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c, const struct tcpmsg__served *sv)
+message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c, struct tcpmsg__served *sv)
 {
     const struct tcpmsg_handler *h = &s->h;
     int64_t last_rx = tcpmsg_now_ms(), partial_since = 0;
@@ -205,6 +316,9 @@ message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c, const struct tcpmsg
             partial_since = 0;
             if (h->on_message && (r = h->on_message(c, &m, h->user)) < 0)
                 return r;
+            /* A peer that keeps the pipeline full does not starve the timers. */
+            if (sv->heap->n && tcpmsg__timers_next(sv->heap) <= tcpmsg_now_ms())
+                tcpmsg__timers_run(sv->heap, tcpmsg_now_ms());
             if (sv->drop)
                 return sv->drop;
             continue;
@@ -238,9 +352,14 @@ message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c, const struct tcpmsg
         struct pollfd p[3] = {{.fd = tcpmsg_conn_fd(c), .events = POLLIN},
                               {.fd = s->wakefd, .events = POLLIN},
                               {.fd = s->in_child ? tcpmsg__child.wakefd : -1, .events = POLLIN}};
-        int n = poll(p, 3, tcpmsg_deadline_left(tcpmsg_deadline_min(idle_at, slow_at)));
+        int64_t next = tcpmsg__timers_next(sv->heap);
+        int64_t timer_at = next == INT64_MAX ? TCPMSG_FOREVER : next;
+        int64_t wake_at = tcpmsg_deadline_min(tcpmsg_deadline_min(idle_at, slow_at), timer_at);
+        int n = poll(p, 3, tcpmsg_deadline_left(wake_at));
         if (n < 0 && errno != EINTR)
             return -errno;
+        if (tcpmsg__timers_run(sv->heap, tcpmsg_now_ms()) > 0 && sv->drop)
+            return sv->drop;
         /* Stopping: one more pass takes the frames that already arrived, then the end. */
         if (p[1].revents)
             tcpmsg__notice_stop(s);
@@ -311,7 +430,9 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
         tcpmsg_sock_close(fd);
         return;
     }
-    struct tcpmsg__served sv = {0, NULL};
+    struct tcpmsg__timers heap;
+    tcpmsg__timers_init(&heap);
+    struct tcpmsg__served sv = {.c = c, .heap = s->h.dialog ? NULL : &heap};
     tcpmsg__conn_hook(c, NULL, &sv);
     mark_served(s, slot, fd);
     int hs = s->tls ? handshake_or_stop(s, c) : 0;
@@ -327,6 +448,7 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
     int reason = 0;
     bool served = true;
     if (s->h.on_open && (reason = s->h.on_open(c, s->h.user)) < 0) {
+        tcpmsg__timers_cancel(&sv);
         atomic_fetch_add(&s->n->refused, 1);
         tcpmsg__log(s, TCPMSG_EV_REFUSED, reason, fd);
         served = false;
@@ -334,6 +456,7 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
         reason = s->h.dialog ? s->h.dialog(c, s->h.user) : message_loop(s, c, &sv);
         if (sv.drop)
             reason = sv.drop;
+        tcpmsg__timers_cancel(&sv); /* none fires once on_close has run */
         if (s->h.on_close)
             s->h.on_close(c, reason, s->h.user);
         tcpmsg__account(s, c, reason);
@@ -360,6 +483,8 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
         tcpmsg_conn_close(c, reason == TCPMSG_EOF ? tcpmsg_deadline_in(s->cfg.write_timeout_ms)
                                                   : TCPMSG_NOWAIT);
     }
+    tcpmsg__timers_cancel(&sv); /* on_close may have started one */
+    tcpmsg__timers_fini(&heap);
 }
 
 void

@@ -6,6 +6,7 @@
 #include "tcpmsg/sock.h"
 
 #include "../io/io_internal.h"
+#include "timer_heap.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -17,11 +18,25 @@ struct tcpmsg__counters {
     _Atomic uint64_t msgs_in, msgs_out, bytes_in, bytes_out, workers_replaced;
 };
 
+/* A timer of a connection (tcpmsg_timer_start): in the heap of the loop that serves it. */
+struct tcpmsg__utimer {
+    struct tcpmsg__timer node; /* first: the heap's pointer is the timer's */
+    uint64_t id;
+    int64_t period; /* 0: one-shot */
+    tcpmsg_timer_fn fn;
+    void *arg;
+    struct tcpmsg__served *sv; /* its connection's */
+    struct tcpmsg__utimer *next;
+};
+
 /* What the server keeps on each connection it serves: tcpmsg__conn_hook's argument, so that
- * tcpmsg_server_drop finds it from the connection. */
+ * tcpmsg_server_drop and the timer calls find it from the connection. */
 struct tcpmsg__served {
     int drop; /* the reason given to tcpmsg_server_drop, 0 if none */
     void (*dropped)(struct tcpmsg__served *sv); /* tells the owner (EVENT), may be NULL */
+    struct tcpmsg_conn *c;
+    struct tcpmsg__timers *heap;   /* the serving loop's timers; NULL: no timers (dialog) */
+    struct tcpmsg__utimer *timers; /* this connection's, armed */
 };
 
 /* A connection served by a blocking worker thread, so that the server can shut its reading
@@ -122,6 +137,12 @@ struct tcpmsg_conn_opts tcpmsg__conn_opts(const struct tcpmsg_server *s);
 /* The drain deadline: drain_ms after the stop was first noticed in this process (the first
  * call fixes it). */
 int64_t tcpmsg__drain_deadline(struct tcpmsg_server *s);
+
+/* Cancels every timer of the connection (before its on_close, or when it is refused). */
+void tcpmsg__timers_cancel(struct tcpmsg__served *sv);
+/* Runs the callbacks of the timers of heap h due at `now` (periodic ones re-armed first),
+ * in the calling thread. Returns how many ran. */
+int tcpmsg__timers_run(struct tcpmsg__timers *h, int64_t now);
 
 int tcpmsg__run_iterative(struct tcpmsg_server *s);
 int tcpmsg__run_thread(struct tcpmsg_server *s);

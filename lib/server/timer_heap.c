@@ -103,7 +103,7 @@ tcpmsg__timers_arm(struct tcpmsg__timers *h, struct tcpmsg__timer *t, int64_t du
         remove_at(h, t->pos);
     if (h->n == h->cap) {
         size_t ncap = h->cap ? 2 * h->cap : 16;
-        struct tcpmsg__timer **p = realloc(h->heap, ncap * sizeof *p);
+        struct tcpmsg__timer **p = realloc(h->heap, ncap * sizeof(struct tcpmsg__timer *));
         if (!p)
             return -ENOMEM;
         h->heap = p;

@@ -11,7 +11,8 @@ import sys
 import signal
 import socket
 
-echo_server, echo_client, whoami_server, whoami_client, upper_server = sys.argv[1:6]
+echo_server, echo_client, whoami_server, whoami_client, upper_server, heartbeat_server = \
+    sys.argv[1:7]
 failures = []
 
 
@@ -125,6 +126,47 @@ for model in ("iterative", "fork", "thread", "pool", "event"):
         failures.append(f"upper_server {model}: SIGTERM gave rc={rc} err={err!r}")
     if "done" not in err or "larger than the configured limit" not in err:
         failures.append(f"upper_server {model}: log lines missing: {err!r}")
+
+# The heartbeat: three beats of 20 ms under every model, an answer between them.
+def frame(sock):
+    head = b""
+    while len(head) < 4:
+        chunk = sock.recv(4 - len(head))
+        if not chunk:
+            raise ConnectionError("closed")
+        head += chunk
+    n = int.from_bytes(head, "big")
+    body = b""
+    while len(body) < n:
+        body += sock.recv(n - len(body))
+    return body
+
+
+for model in ("iterative", "fork", "thread", "pool", "event"):
+    p = subprocess.Popen([heartbeat_server, "0", "20", model], stderr=subprocess.PIPE,
+                         text=True)
+    m = re.match(r"listening on port (\d+)", p.stderr.readline())
+    try:
+        with socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=30) as sk:
+            got = [frame(sk), frame(sk)]
+            sk.sendall(b"\0\0\0\2hi")
+            while True:  # beats may come before the answer
+                f = frame(sk)
+                got.append(f)
+                if f == b"ack":
+                    break
+            got.append(frame(sk))
+            if got[:2] != [b"beat", b"beat"] or got[-1] != b"beat" or b"ack" not in got:
+                failures.append(f"heartbeat_server {model}: {got!r}")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            rc = p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            rc = "hung"
+    if rc != 0:
+        failures.append(f"heartbeat_server {model}: SIGTERM gave rc={rc}")
 
 r = run([upper_server, "0", "nosuchmodel"])
 if r.returncode != 2 or "unknown model" not in r.stderr:

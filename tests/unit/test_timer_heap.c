@@ -53,7 +53,7 @@ START_TEST(ties_fire_in_arming_order_and_rearming_moves)
         tcpmsg__timer_init(&t[i]);
         ck_assert_int_eq(tcpmsg__timers_arm(&h, &t[i], 7), 0);
     }
-    ck_assert_int_eq(tcpmsg__timers_arm(&h, &t[0], 7), 0); /* re-armed: now the last */
+    ck_assert_int_eq(tcpmsg__timers_arm(&h, &t[0], 7), 0);  /* re-armed: now the last */
     ck_assert_int_eq(tcpmsg__timers_arm(&h, &t[49], 3), 0); /* re-armed earlier: first */
     ck_assert_uint_eq(tcpmsg__timers_count(&h), 50);
     ck_assert_ptr_eq(tcpmsg__timers_pop_due(&h, 7), &t[49]);
@@ -97,8 +97,7 @@ START_TEST(random_runs_match_the_reference)
                          (t[i].due == want->due && t[i].seq < want->seq)))
                         want = &t[i];
                 struct tcpmsg__timer *got = tcpmsg__timers_pop_due(&h, now);
-                ck_assert_msg(got == want, "seed %llu, op %d",
-                              (unsigned long long)tu_seed(), op);
+                ck_assert_msg(got == want, "seed %llu, op %d", (unsigned long long)tu_seed(), op);
                 if (!got)
                     break;
             }
