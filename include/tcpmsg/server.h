@@ -260,6 +260,45 @@ TCPMSG_API int tcpmsg_timer_start(struct tcpmsg_conn *c, int64_t delay_ms, int64
  */
 TCPMSG_API int tcpmsg_timer_stop(struct tcpmsg_conn *c, uint64_t id);
 
+/*
+ * Replies from other threads (EVENT). A connection's handle names it for any thread of the
+ * process: a thread pool that computes an answer later sends it with tcpmsg_server_send, or
+ * runs code in the connection's worker with tcpmsg_server_call. A handle outlives its
+ * connection safely: once the connection has ended, the calls return -ENOENT and touch
+ * nothing, and a handle is never given to another connection (a generation changes each
+ * time an entry is reused, 2^32 times before a value can repeat).
+ *
+ * tcpmsg_conn_handle - c's handle, from a callback of c; 0 for a connection not served
+ * under EVENT (the blocking models and FORK / POOL processes have no handles: another
+ * process could not use one anyway).
+ */
+TCPMSG_API uint64_t tcpmsg_conn_handle(const struct tcpmsg_conn *c);
+
+/*
+ * tcpmsg_server_send - from any thread: queues a copy of one frame (len bytes) for the
+ * connection h names; its worker sends it as if a callback of the connection had (a send
+ * that fails there, over max_output, drops the connection with -ENOBUFS). Frames one thread
+ * sends to one connection arrive in that order, and none is lost: the worker is woken by an
+ * eventfd when its queue stops being empty and takes the whole queue each time. A frame
+ * whose connection ends before its worker gets to it is discarded. Returns 0 (queued),
+ * -ENOENT (h names no live connection of this server), -EAGAIN (the worker already holds
+ * 65,536 posts or 64 MiB from other threads: try again later; nothing was queued),
+ * -EMSGSIZE (over the codec's limit), -ESHUTDOWN (the server is not running or has
+ * stopped), -EINVAL, -ENOMEM. Never blocks (but for a short lock).
+ */
+TCPMSG_API int tcpmsg_server_send(struct tcpmsg_server *s, uint64_t h, const void *data,
+                                  size_t len);
+
+/*
+ * tcpmsg_server_call - from any thread: runs fn(c, arg) in the worker of the connection h
+ * names, as a callback of c (it may send, start timers, drop c). If the connection has ended
+ * by the time its worker gets to it, or the server stops first, fn runs with c NULL (so that
+ * it can free arg). Returns as tcpmsg_server_send (-ENOENT, -EAGAIN, -ESHUTDOWN: fn will not
+ * run).
+ */
+TCPMSG_API int tcpmsg_server_call(struct tcpmsg_server *s, uint64_t h,
+                                  void (*fn)(struct tcpmsg_conn *c, void *arg), void *arg);
+
 /* tcpmsg_server_stats - copies the counters. */
 TCPMSG_API void tcpmsg_server_stats(const struct tcpmsg_server *s,
                                     struct tcpmsg_server_stats *out);

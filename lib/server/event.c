@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,6 +20,29 @@
 #define ACCEPT_BATCH 64
 #define TAG_LISTEN ((void *)1)
 #define TAG_WAKE ((void *)2)
+#define TAG_POST ((void *)3)
+
+/* What other threads post to a worker (tcpmsg_server_send / tcpmsg_server_call). */
+#define POST_MAX_ITEMS 65536                   /* queued per worker, then -EAGAIN */
+#define POST_MAX_BYTES ((size_t)64 << 20)      /* ... or this many bytes of frames */
+#define HANDLE_SLOT_BITS 24                    /* connections per worker in a handle */
+
+struct post {
+    struct post *next;
+    uint32_t slot, gen;
+    void (*fn)(struct tcpmsg_conn *c, void *arg); /* NULL: a frame to send */
+    void *arg;
+    size_t len;
+    uint8_t data[];
+};
+
+/* A connection's entry in its worker's registry: gen changes when the connection ends, so
+ * a handle (gen, worker, slot) outlives it safely and is never given to another. */
+struct reg {
+    struct econn *e; /* NULL: free */
+    uint32_t gen;
+    uint32_t next_free;
+};
 
 struct econn {
     struct tcpmsg__served sv; /* first: tcpmsg_server_drop's pointer is the econn's */
@@ -37,6 +61,7 @@ struct econn {
     struct econn *prev, *next;
     bool pending; /* on the worker's pending list */
     struct econn *next_pending;
+    uint32_t slot; /* in the worker's registry */
 };
 
 struct worker {
@@ -51,7 +76,72 @@ struct worker {
     struct econn *pending; /* connections a callback sent to or dropped, other than current */
     struct tcpmsg__timers timers; /* its connections' (tcpmsg_timer_start) */
     pthread_t thread;
+    int index;
+    /* Posts from other threads: a queue under mu, an eventfd written when it stops being
+     * empty (the worker takes the whole queue after reading it, so no wake-up is lost);
+     * the registry is written by the worker under mu and read by posters under mu. */
+    pthread_mutex_t mu;
+    bool mu_init;
+    struct post *phead, **ptail;
+    size_t pitems, pbytes;
+    int postfd;
+    struct reg *reg;
+    uint32_t nreg, free_slot; /* free_slot: head of the free list, UINT32_MAX: none */
 };
+
+struct tcpmsg__event_run {
+    struct worker *w;
+    int n;
+};
+
+/* Gives e a registry entry and its handle; false when out of memory or of slots. */
+static bool
+register_conn(struct worker *w, struct econn *e)
+{
+    pthread_mutex_lock(&w->mu);
+    uint32_t slot = w->free_slot;
+    if (slot == UINT32_MAX) {
+        if (w->nreg == (1u << HANDLE_SLOT_BITS)) {
+            pthread_mutex_unlock(&w->mu);
+            return false;
+        }
+        uint32_t ncap = w->nreg ? 2 * w->nreg : 64;
+        if (ncap > (1u << HANDLE_SLOT_BITS))
+            ncap = 1u << HANDLE_SLOT_BITS;
+        struct reg *r = realloc(w->reg, ncap * sizeof *r);
+        if (!r) {
+            pthread_mutex_unlock(&w->mu);
+            return false;
+        }
+        for (uint32_t i = w->nreg; i < ncap; i++)
+            r[i] = (struct reg){NULL, 1, i + 1 < ncap ? i + 1 : UINT32_MAX};
+        w->reg = r;
+        w->free_slot = w->nreg;
+        w->nreg = ncap;
+        slot = w->free_slot;
+    }
+    w->free_slot = w->reg[slot].next_free;
+    w->reg[slot].e = e;
+    e->slot = slot;
+    e->sv.handle = (uint64_t)w->reg[slot].gen << 32 | (uint64_t)w->index << HANDLE_SLOT_BITS | slot;
+    pthread_mutex_unlock(&w->mu);
+    return true;
+}
+
+static void
+unregister_conn(struct worker *w, struct econn *e)
+{
+    if (!e->sv.handle)
+        return;
+    pthread_mutex_lock(&w->mu);
+    struct reg *r = &w->reg[e->slot];
+    r->e = NULL;
+    r->gen = r->gen == UINT32_MAX ? 1 : r->gen + 1; /* 2^32 lives before a handle repeats */
+    r->next_free = w->free_slot;
+    w->free_slot = e->slot;
+    pthread_mutex_unlock(&w->mu);
+    e->sv.handle = 0;
+}
 
 static int
 set_interest(struct worker *w, struct econn *e)
@@ -99,6 +189,7 @@ static void
 destroy_conn(struct worker *w, struct econn *e, bool reset)
 {
     tcpmsg__timers_cancel(&e->sv); /* refused by on_open, or started by on_close */
+    unregister_conn(w, e);
     if (e->pending) {
         struct econn **p = &w->pending;
         while (*p && *p != e)
@@ -316,12 +407,19 @@ accept_some(struct worker *w)
         e->sv.dropped = dropped;
         e->sv.c = e->c;
         e->sv.heap = &w->timers;
+        if (!register_conn(w, e)) {
+            tcpmsg_conn_close(e->c, TCPMSG_NOWAIT);
+            free(e);
+            atomic_fetch_sub(&s->n->active, 1);
+            continue;
+        }
         tcpmsg__conn_hook(e->c, wake, e);
         tcpmsg__conn_short_reads(e->c, true); /* level-triggered: safe */
         e->last_rx = tcpmsg_now_ms();
         e->events = EPOLLIN;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = e};
         if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            unregister_conn(w, e);
             tcpmsg_conn_close(e->c, TCPMSG_NOWAIT);
             free(e);
             atomic_fetch_sub(&s->n->active, 1);
@@ -413,6 +511,103 @@ sweep_interval(const struct tcpmsg_server_config *cfg)
     return t < 5 ? 5 : t;
 }
 
+/* Takes what other threads posted and delivers it: a frame is sent on its connection as if
+ * a callback had sent it, a call runs as a callback of it; for a connection that has ended
+ * (or is ending) a frame is discarded and a call runs with c NULL, so that it can free arg. */
+static void
+deliver_posts(struct worker *w)
+{
+    uint64_t v;
+    ssize_t got;
+    do
+        got = read(w->postfd, &v, sizeof v); /* non-blocking: EAGAIN if already read */
+    while (got < 0 && errno == EINTR);
+    pthread_mutex_lock(&w->mu);
+    struct post *p = w->phead;
+    w->phead = NULL;
+    w->ptail = &w->phead;
+    w->pitems = w->pbytes = 0;
+    pthread_mutex_unlock(&w->mu);
+    while (p) {
+        struct post *next = p->next;
+        /* Only this thread changes the registry: read without the lock. */
+        struct econn *e = w->reg[p->slot].gen == p->gen ? w->reg[p->slot].e : NULL;
+        if (e && (e->closing || e->sv.drop || e->handshaking))
+            e = NULL;
+        if (p->fn) {
+            p->fn(e ? e->c : NULL, p->arg);
+        } else if (e && tcpmsg_conn_send(e->c, p->data, p->len, TCPMSG_FOREVER) < 0) {
+            (void)tcpmsg_server_drop(e->c, -ENOBUFS); /* as a callback's send would */
+        }
+        free(p);
+        p = next;
+    }
+}
+
+static void
+discard_posts(struct worker *w)
+{
+    for (struct post *p = w->phead, *next; p; p = next) {
+        next = p->next;
+        if (p->fn)
+            p->fn(NULL, p->arg);
+        free(p);
+    }
+    w->phead = NULL;
+    w->ptail = &w->phead;
+}
+
+int
+tcpmsg__event_post(struct tcpmsg_server *s, uint64_t h, void (*fn)(struct tcpmsg_conn *, void *),
+                   void *arg, const void *data, size_t len)
+{
+    uint32_t gen = (uint32_t)(h >> 32), slot = (uint32_t)h & ((1u << HANDLE_SLOT_BITS) - 1);
+    int index = (int)((h >> HANDLE_SLOT_BITS) & 0xff);
+    if (gen == 0)
+        return -ENOENT;
+    struct post *p = malloc(sizeof *p + len);
+    if (!p)
+        return -ENOMEM;
+    *p = (struct post){NULL, slot, gen, fn, arg, len};
+    if (len)
+        memcpy(p->data, data, len);
+    int r = 0;
+    bool wake_it = false;
+    pthread_rwlock_rdlock(&s->ev_lock);
+    struct tcpmsg__event_run *ev = s->ev;
+    if (!ev) {
+        r = -ESHUTDOWN;
+    } else if (index >= ev->n) {
+        r = -ENOENT;
+    } else {
+        struct worker *w = &ev->w[index];
+        pthread_mutex_lock(&w->mu);
+        if (slot >= w->nreg || w->reg[slot].gen != gen || !w->reg[slot].e) {
+            r = -ENOENT;
+        } else if (w->pitems >= POST_MAX_ITEMS || w->pbytes + len > POST_MAX_BYTES) {
+            r = -EAGAIN;
+        } else {
+            wake_it = w->phead == NULL;
+            *w->ptail = p;
+            w->ptail = &p->next;
+            w->pitems++;
+            w->pbytes += len;
+        }
+        pthread_mutex_unlock(&w->mu);
+        if (r == 0 && wake_it) {
+            uint64_t one = 1;
+            ssize_t put;
+            do
+                put = write(w->postfd, &one, sizeof one);
+            while (put < 0 && errno == EINTR);
+        }
+    }
+    pthread_rwlock_unlock(&s->ev_lock);
+    if (r < 0)
+        free(p);
+    return r;
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -467,6 +662,10 @@ worker_main(void *arg)
             }
             if (tag == TAG_WAKE)
                 continue; /* noticed at the top of the loop */
+            if (tag == TAG_POST) {
+                deliver_posts(w);
+                continue;
+            }
             struct econn *e = tag;
             if (e->handshaking) {
                 handshake(w, e);
@@ -514,6 +713,12 @@ worker_init(struct worker *w, struct tcpmsg_server *s, int index)
     memset(w, 0, sizeof *w);
     tcpmsg__timers_init(&w->timers);
     w->s = s;
+    w->index = index;
+    w->ptail = &w->phead;
+    w->free_slot = UINT32_MAX;
+    w->postfd = -1;
+    pthread_mutex_init(&w->mu, NULL);
+    w->mu_init = true;
     w->lfd = s->lfd;
     w->reserve = tcpmsg_sock_reserve();
     w->ep = epoll_create1(EPOLL_CLOEXEC);
@@ -533,10 +738,15 @@ worker_init(struct worker *w, struct tcpmsg_server *s, int index)
         w->own_lfd = true;
         tcpmsg_sock_set_nonblocking(w->lfd, true);
     }
+    w->postfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (w->postfd < 0)
+        return -errno;
     struct epoll_event le = {.events = EPOLLIN, .data.ptr = TAG_LISTEN};
     struct epoll_event we = {.events = EPOLLIN, .data.ptr = TAG_WAKE};
+    struct epoll_event pe = {.events = EPOLLIN, .data.ptr = TAG_POST};
     if (epoll_ctl(w->ep, EPOLL_CTL_ADD, w->lfd, &le) < 0 ||
-        epoll_ctl(w->ep, EPOLL_CTL_ADD, s->wakefd, &we) < 0)
+        epoll_ctl(w->ep, EPOLL_CTL_ADD, s->wakefd, &we) < 0 ||
+        epoll_ctl(w->ep, EPOLL_CTL_ADD, w->postfd, &pe) < 0)
         return -errno;
     return 0;
 }
@@ -545,6 +755,12 @@ static void
 worker_fini(struct worker *w)
 {
     tcpmsg__timers_fini(&w->timers);
+    discard_posts(w); /* posted after the worker ended: calls see c NULL */
+    free(w->reg);
+    if (w->postfd >= 0)
+        close(w->postfd);
+    if (w->mu_init)
+        pthread_mutex_destroy(&w->mu);
     if (w->ep >= 0)
         close(w->ep);
     if (w->own_lfd)
@@ -571,6 +787,15 @@ tcpmsg__run_event(struct tcpmsg_server *s)
         }
         started++;
     }
+    /* Other threads may post to the workers from now on, until they have all ended. */
+    struct tcpmsg__event_run run = {w, started};
+    if (r == 0) {
+        pthread_rwlock_wrlock(&s->ev_lock);
+        /* run lives in this frame until every worker has ended and ev is cleared below. */
+        // cppcheck-suppress autoVariables
+        s->ev = &run;
+        pthread_rwlock_unlock(&s->ev_lock);
+    }
     /* Workers 1.. run in their own threads, worker 0 in the caller's. */
     int threads = 1;
     for (int i = 1; r == 0 && i < started; i++, threads++)
@@ -585,6 +810,9 @@ tcpmsg__run_event(struct tcpmsg_server *s)
     }
     for (int i = 1; i < threads; i++)
         pthread_join(w[i].thread, NULL);
+    pthread_rwlock_wrlock(&s->ev_lock);
+    s->ev = NULL; /* posters now get -ESHUTDOWN */
+    pthread_rwlock_unlock(&s->ev_lock);
     for (int i = 0; i < started; i++)
         worker_fini(&w[i]);
     free(w);

@@ -253,6 +253,34 @@ tcpmsg__timers_run(struct tcpmsg__timers *h, int64_t now)
     return ran;
 }
 
+/* ---- handles: other threads reach a connection ---------------------------------------- */
+
+uint64_t
+tcpmsg_conn_handle(const struct tcpmsg_conn *c)
+{
+    const struct tcpmsg__served *sv = c ? tcpmsg__conn_hook_arg(c) : NULL;
+    return sv ? sv->handle : 0;
+}
+
+int
+tcpmsg_server_send(struct tcpmsg_server *s, uint64_t h, const void *data, size_t len)
+{
+    if (!s || (!data && len))
+        return -EINVAL;
+    if (len > tcpmsg_codec_max_payload(&s->codec))
+        return -EMSGSIZE;
+    return tcpmsg__event_post(s, h, NULL, NULL, data, len);
+}
+
+int
+tcpmsg_server_call(struct tcpmsg_server *s, uint64_t h, void (*fn)(struct tcpmsg_conn *c, void *arg),
+                   void *arg)
+{
+    if (!s || !fn)
+        return -EINVAL;
+    return tcpmsg__event_post(s, h, fn, arg, NULL, 0);
+}
+
 int
 tcpmsg_server_drop(struct tcpmsg_conn *c, int reason)
 {
@@ -601,6 +629,7 @@ tcpmsg_server_create(struct tcpmsg_server **out, const struct tcpmsg_server_conf
     s->h = *h;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
+    pthread_rwlock_init(&s->ev_lock, NULL);
     int r = copy_config(s, cfg);
     if (r < 0)
         goto fail;
@@ -789,5 +818,6 @@ tcpmsg_server_destroy(struct tcpmsg_server *s)
     free(s->slots);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
+    pthread_rwlock_destroy(&s->ev_lock);
     free(s);
 }

@@ -37,6 +37,7 @@ struct tcpmsg__served {
     struct tcpmsg_conn *c;
     struct tcpmsg__timers *heap;   /* the serving loop's timers; NULL: no timers (dialog) */
     struct tcpmsg__utimer *timers; /* this connection's, armed */
+    uint64_t handle;               /* tcpmsg_conn_handle (EVENT), 0: none */
 };
 
 /* A connection served by a blocking worker thread, so that the server can shut its reading
@@ -76,6 +77,12 @@ struct tcpmsg_server {
     pthread_t runner;
     bool started;
     int run_result;
+
+    /* EVENT: the running workers, for tcpmsg_server_send/call from other threads (NULL
+     * when the model does not run); senders hold ev_lock for reading, the model sets and
+     * clears ev holding it for writing */
+    pthread_rwlock_t ev_lock;
+    struct tcpmsg__event_run *ev;
 
     /* blocking models with threads: one slot per connection (THREAD) or per worker (POOL) */
     pthread_mutex_t mu;
@@ -143,6 +150,11 @@ void tcpmsg__timers_cancel(struct tcpmsg__served *sv);
 /* Runs the callbacks of the timers of heap h due at `now` (periodic ones re-armed first),
  * in the calling thread. Returns how many ran. */
 int tcpmsg__timers_run(struct tcpmsg__timers *h, int64_t now);
+
+/* EVENT: queues a frame (fn NULL) or a call for the connection h names (see
+ * tcpmsg_server_send / tcpmsg_server_call). */
+int tcpmsg__event_post(struct tcpmsg_server *s, uint64_t h, void (*fn)(struct tcpmsg_conn *, void *),
+                       void *arg, const void *data, size_t len);
 
 int tcpmsg__run_iterative(struct tcpmsg_server *s);
 int tcpmsg__run_thread(struct tcpmsg_server *s);

@@ -53,8 +53,8 @@ nt_listen(const char *host, int *port)
 const char *
 nt_service(int port)
 {
-    static char buf[4][8];
-    static unsigned slot;
+    static _Thread_local char buf[4][8]; /* per thread: client threads call it at once */
+    static _Thread_local unsigned slot;
     char *s = buf[slot++ % 4];
     snprintf(s, sizeof buf[0], "%d", port);
     return s;
