@@ -915,7 +915,7 @@ engine_close_notify(struct tcpmsg__tls *t)
 size_t
 tcpmsg__tls_out(const struct tcpmsg__tls *t, const uint8_t **p)
 {
-    *p = t->out + t->opos;
+    *p = t->out ? t->out + t->opos : NULL; /* nothing was ever queued: no buffer yet */
     return t->olen - t->opos;
 }
 
