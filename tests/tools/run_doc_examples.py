@@ -11,8 +11,8 @@ import sys
 import signal
 import socket
 
-echo_server, echo_client, whoami_server, whoami_client, upper_server, heartbeat_server = \
-    sys.argv[1:7]
+(echo_server, echo_client, whoami_server, whoami_client, upper_server, heartbeat_server,
+ deferred_server) = sys.argv[1:8]
 failures = []
 
 
@@ -167,6 +167,32 @@ for model in ("iterative", "fork", "thread", "pool", "event"):
             rc = "hung"
     if rc != 0:
         failures.append(f"heartbeat_server {model}: SIGTERM gave rc={rc}")
+
+# The deferred replies: 200 frames pipelined on each of 3 clients, each answered reversed by
+# the worker thread, in order.
+p = subprocess.Popen([deferred_server, "0"], stderr=subprocess.PIPE, text=True)
+m = re.match(r"listening on port (\d+)", p.stderr.readline())
+try:
+    socks = [socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=30)
+             for _ in range(3)]
+    for i, sk in enumerate(socks):
+        sk.sendall(b"".join(len(f"c{i}m{n}").to_bytes(4, "big") + f"c{i}m{n}".encode()
+                            for n in range(200)))
+    for i, sk in enumerate(socks):
+        got = [frame(sk) for _ in range(200)]
+        want = [f"c{i}m{n}"[::-1].encode() for n in range(200)]
+        if got != want:
+            failures.append(f"deferred_server client {i}: {got[:3]!r}...")
+        sk.close()
+finally:
+    p.send_signal(signal.SIGTERM)
+    try:
+        rc = p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        rc = "hung"
+if rc != 0:
+    failures.append(f"deferred_server: SIGTERM gave rc={rc}")
 
 r = run([upper_server, "0", "nosuchmodel"])
 if r.returncode != 2 or "unknown model" not in r.stderr:
