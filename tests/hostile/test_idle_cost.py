@@ -1,0 +1,63 @@
+"""What 10,000 idle connections cost the EVENT server (issue 14's idle-cost bound): each
+client makes one exchange, then says nothing (the idle timeout, 60 s, is far away); the
+server's own CPU time (utime + stime, /proc/PID/stat) over the next 30 s must stay under 1%
+of one core. The bound is on the server's CPU, which other load on the machine does not
+add to; the 30 s are the window measured, not a wait for anything."""
+import os
+import socket
+import sys
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "examples"))
+sys.path.insert(0, HERE)
+from harness import Server, len32, main, recv_exactly  # noqa: E402
+from test_hostile import raise_fd_limit  # noqa: E402
+
+CONNS = int(os.environ.get("TCPMSG_IDLE_CONNS", "10000"))
+WINDOW = 30.0
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class IdleCost(unittest.TestCase):
+    def test_ten_thousand_idle_connections_cost_no_cpu(self):
+        raise_fd_limit()
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < CONNS + 100:
+            if hard < CONNS + 100:
+                print(f"idle_cost: skipped: the descriptor limit ({hard}) is below "
+                      f"{CONNS + 100}", file=sys.stderr)
+                sys.exit(77)  # CTest: skipped, not passed
+            resource.setrlimit(resource.RLIMIT_NOFILE, (CONNS + 100, hard))
+        with Server("tcpmsg-echo-server", "--mode", "event", "--workers", "1", "--max-conns",
+                    str(CONNS + 10), "0") as srv:
+            socks = []
+            for i in range(CONNS):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+                socks.append(s)
+            for s in socks:  # every connection has been served once
+                s.sendall(len32(b"x"))
+            for s in socks:
+                self.assertEqual(recv_exactly(s, 5), len32(b"x"))
+            t0, c0 = time.monotonic(), cpu_seconds(srv.proc.pid)
+            time.sleep(WINDOW)  # the window measured
+            t1, c1 = time.monotonic(), cpu_seconds(srv.proc.pid)
+            share = (c1 - c0) / (t1 - t0)
+            print(f"idle_cost: {CONNS} idle connections: {100 * share:.3f}% of a core over "
+                  f"{t1 - t0:.1f} s ({c1 - c0:.2f} s of CPU)", file=sys.stderr)
+            self.assertLess(share, 0.01)
+            for s in socks:
+                s.close()
+            status, log = srv.stop()
+            self.assertEqual(status, 0, log[-2000:])
+
+
+if __name__ == "__main__":
+    main()
