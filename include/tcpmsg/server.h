@@ -135,6 +135,9 @@ struct tcpmsg_server_config {
     size_t output_low;           /* ... EVENT: until it drained below this [256 KiB] */
     bool handle_signals;         /* SIGINT and SIGTERM stop the server (one server per
                                     process); SIGPIPE is never needed */
+    bool nagle;                  /* keep Nagle's algorithm on accepted connections [off:
+                                    TCP_NODELAY is set, since the connection coalesces
+                                    small replies itself] */
     struct tcpmsg_conn_opts conn; /* per-connection buffers (flush is set by the model;
                                     max_output is raised to 4 x output_high at least) */
     struct tcpmsg_listen_opts listen; /* the listener: family (for the wildcard), backlog,

@@ -46,8 +46,14 @@ tcpmsg__admit(struct tcpmsg_server *s, int fd)
 {
     /* The slot is taken before the check, so that workers accepting at the same time (in
      * threads or processes: the counter is shared) cannot pass max_conns together. */
-    if (atomic_fetch_add(&s->n->active, 1) < (uint64_t)s->cfg.max_conns)
+    if (atomic_fetch_add(&s->n->active, 1) < (uint64_t)s->cfg.max_conns) {
+        /* Replies are coalesced by the connection already: Nagle's algorithm would only
+         * hold a small write behind an unacknowledged one (a TLS server's ticket, then its
+         * first reply, waited for the client's delayed ACK: 40 ms a handshake). */
+        if (!s->cfg.nagle)
+            (void)tcpmsg_sock_set_nodelay(fd, true);
         return true;
+    }
     atomic_fetch_sub(&s->n->active, 1);
     atomic_fetch_add(&s->n->refused, 1);
     tcpmsg__log(s, TCPMSG_EV_REFUSED, TCPMSG_EFULL, fd);

@@ -5,7 +5,7 @@
  *
  * -S: over TLS (OpenSSL, the server verified against CAFILE and the name HOST); with -H,
  * handshakes per second instead: each round connects, completes a handshake (a new one, or
- * resuming the first connection's session), exchanges one frame and closes with
+ * resuming with the newest ticket the server gave), exchanges one frame and closes with
  * close_notify. Built only with OpenSSL (LOADGEN_TLS).
  *
  * Opens CONNS connections, keeps DEPTH frames of SIZE bytes in flight on each, and for
@@ -145,6 +145,20 @@ connect_one(void)
 }
 
 #ifdef LOADGEN_TLS
+/* The newest session a server gave (TLS 1.3 sends tickets after the handshake): the one
+ * the next connection offers, as a real client would (the new-session callback is where
+ * OpenSSL hands them over; SSL_get1_session may still return the one without a ticket). */
+static SSL_SESSION *newest;
+
+static int
+keep_session(SSL *ssl, SSL_SESSION *sess)
+{
+    (void)ssl;
+    SSL_SESSION_free(newest);
+    newest = sess;
+    return 1; /* the reference is ours */
+}
+
 /* The TLS handshake on a blocking fd; returns the SSL (resuming `resume` when given). */
 static SSL *
 tls_start(int fd, SSL_SESSION *resume)
@@ -385,8 +399,11 @@ run_handshakes(bool resumed)
             if (SSL_read_ex(ssl, back + got, sizeof back - got, &k) != 1)
                 exit(1);
         reused += SSL_session_reused(ssl) == 1;
-        if (resumed && !sess)
-            sess = SSL_get1_session(ssl);
+        if (resumed && newest) {
+            SSL_SESSION_free(sess);
+            sess = newest;
+            SSL_SESSION_up_ref(sess);
+        }
         SSL_shutdown(ssl);
         SSL_free(ssl);
         close(fd);
@@ -397,6 +414,7 @@ run_handshakes(bool resumed)
            (double)done / elapsed, (unsigned long long)reused, (unsigned long long)done,
            elapsed);
     SSL_SESSION_free(sess);
+    SSL_SESSION_free(newest);
     return 0;
 }
 #endif
@@ -440,7 +458,8 @@ main(int argc, char **argv)
         SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_PEER, NULL);
         SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
         SSL_CTX_set_read_ahead(tls_ctx, 1);
-        SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_CLIENT);
+        SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(tls_ctx, keep_session);
         if (hmode)
             return run_handshakes(strcmp(hmode, "resumed") == 0);
 #else
