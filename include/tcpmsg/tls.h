@@ -101,6 +101,14 @@ struct tcpmsg_tls_config {
                                                 [OpenSSL's default] */
     const char *ciphersuites;                /* TLS 1.3 suites, OpenSSL syntax [default] */
     bool no_tickets;                         /* server: no session tickets (no resumption) */
+    bool ktls;                               /* hand the records to the kernel (kTLS) after
+                                                the handshake where the kernel, OpenSSL and
+                                                the cipher allow it [off]: then OpenSSL
+                                                reads and writes the socket itself (made
+                                                non-blocking); where they do not, TLS stays
+                                                in OpenSSL on that socket. Either way the
+                                                connection behaves the same;
+                                                tcpmsg_tls_info says which it got */
 };
 
 /*
@@ -142,6 +150,8 @@ struct tcpmsg_tls_info {
     char sni[256];          /* server: the name the client asked for, "" if none */
     char peer_subject[256]; /* the peer certificate's subject (RFC 2253), "" if none */
     char detail[256];       /* OpenSSL's words for the last failure, "" if none */
+    bool ktls_send;         /* the kernel encrypts what this end sends (kTLS) */
+    bool ktls_recv;         /* the kernel decrypts what this end receives (kTLS) */
 };
 
 /*

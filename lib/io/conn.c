@@ -75,17 +75,84 @@ static int write_iov(int fd, struct iovec *iov, int cnt, int64_t deadline, size_
                      uint64_t *calls);
 static bool fatal(int r);
 
+/* Whether the engine runs on the socket itself (kTLS asked for): OpenSSL then reads and
+ * writes the descriptor, and its calls say when they wait for input or for room. */
+static bool
+tls_sock(const struct tcpmsg_conn *c)
+{
+    return c->tls && tcpmsg__tls_on_socket(c->tls);
+}
+
 static size_t
 tls_out_len(const struct tcpmsg_conn *c)
 {
     const uint8_t *p;
-    return c->tls ? tcpmsg__tls_out(c->tls, &p) : 0;
+    if (!c->tls)
+        return 0;
+    if (tcpmsg__tls_on_socket(c->tls)) /* a record OpenSSL holds until the socket has room */
+        return tcpmsg__tls_wants(c->tls) == TCPMSG__TLS_WANT_OUTPUT ? 1 : 0;
+    return tcpmsg__tls_out(c->tls, &p);
 }
 
-/* Writes the ciphertext the engine made until none is left or the deadline passes. */
+/* The engine's calls. On the socket they may write without MSG_NOSIGNAL (OpenSSL's own
+ * socket BIO): SIGPIPE is held off around them. */
+static int
+tls_call_handshake(struct tcpmsg_conn *c)
+{
+    if (!tcpmsg__tls_on_socket(c->tls))
+        return tcpmsg__tls_handshake(c->tls);
+    struct tcpmsg__nosigpipe g;
+    tcpmsg__nosigpipe_enter(&g);
+    int r = tcpmsg__tls_handshake(c->tls);
+    tcpmsg__nosigpipe_leave(&g);
+    return r;
+}
+
+static ptrdiff_t
+tls_call_read(struct tcpmsg_conn *c, void *dst, size_t cap)
+{
+    if (!tcpmsg__tls_on_socket(c->tls))
+        return tcpmsg__tls_read(c->tls, dst, cap);
+    struct tcpmsg__nosigpipe g;
+    tcpmsg__nosigpipe_enter(&g);
+    ptrdiff_t r = tcpmsg__tls_read(c->tls, dst, cap);
+    tcpmsg__nosigpipe_leave(&g);
+    if (r > 0)
+        c->st.reads++;
+    return r;
+}
+
+static int
+tls_call_write_some(struct tcpmsg_conn *c, const void *src, size_t n, size_t *put)
+{
+    struct tcpmsg__nosigpipe g;
+    tcpmsg__nosigpipe_enter(&g);
+    int r = tcpmsg__tls_write_some(c->tls, src, n, put);
+    tcpmsg__nosigpipe_leave(&g);
+    if (r == 0)
+        c->st.writes++;
+    return r;
+}
+
+static int
+tls_call_close_notify(struct tcpmsg_conn *c)
+{
+    if (!tcpmsg__tls_on_socket(c->tls))
+        return tcpmsg__tls_close_notify(c->tls);
+    struct tcpmsg__nosigpipe g;
+    tcpmsg__nosigpipe_enter(&g);
+    int r = tcpmsg__tls_close_notify(c->tls);
+    tcpmsg__nosigpipe_leave(&g);
+    return r;
+}
+
+/* Writes the ciphertext the engine made until none is left or the deadline passes (on the
+ * socket, OpenSSL writes its own: nothing is left here). */
 static int
 tls_send_out(struct tcpmsg_conn *c, int64_t deadline)
 {
+    if (tcpmsg__tls_on_socket(c->tls))
+        return 0;
     for (;;) {
         const uint8_t *p;
         size_t n = tcpmsg__tls_out(c->tls, &p);
@@ -146,6 +213,14 @@ tls_recv(struct tcpmsg_conn *c)
 static int
 tls_more(struct tcpmsg_conn *c, int64_t deadline)
 {
+    if (tcpmsg__tls_on_socket(c->tls)) {
+        /* OpenSSL found the socket empty, or full: wait for what its last call wants. */
+        if (tcpmsg_deadline_left(deadline) == 0)
+            return -ETIMEDOUT;
+        bool out = tcpmsg__tls_wants(c->tls) & TCPMSG__TLS_WANT_OUTPUT;
+        int w = tcpmsg__wait_fd(c->fd, out ? POLLOUT : POLLIN, deadline);
+        return w < 0 ? w : 0;
+    }
     for (;;) {
         if (tls_out_len(c) && !c->werr) {
             int w = tls_send_out(c, TCPMSG_NOWAIT);
@@ -166,12 +241,27 @@ tls_more(struct tcpmsg_conn *c, int64_t deadline)
     }
 }
 
+/* On the socket, a server's OpenSSL is not started before its client says something:
+ * whether a byte (or the end) has arrived. */
+static bool
+peer_spoke(const struct tcpmsg_conn *c)
+{
+    uint8_t b;
+    ssize_t p = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return !(p < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+}
+
 /* Runs the handshake until it completes or the deadline passes. */
 static int
 tls_handshake(struct tcpmsg_conn *c, int64_t deadline)
 {
     for (;;) {
-        int h = tcpmsg__tls_handshake(c->tls);
+        int h;
+        if (tcpmsg__tls_on_socket(c->tls) && tcpmsg__tls_waits_for_hello(c->tls) &&
+            !peer_spoke(c))
+            h = TCPMSG__TLS_WANT_INPUT; /* a silent client costs no OpenSSL buffers */
+        else
+            h = tls_call_handshake(c);
         if (h <= 0) {
             int w = tls_send_out(c, TCPMSG_NOWAIT); /* the last flight, or an alert */
             if (h == 0 && w < 0 && w != -ETIMEDOUT)
@@ -321,7 +411,7 @@ fill_tls(struct tcpmsg_conn *c, size_t limit, int64_t deadline)
     if (r < 0)
         return r;
     for (;;) {
-        ptrdiff_t n = tcpmsg__tls_read(c->tls, c->rbuf + c->rlen, c->rcap - c->rlen);
+        ptrdiff_t n = tls_call_read(c, c->rbuf + c->rlen, c->rcap - c->rlen);
         if (n != 0 && tls_out_len(c) && !c->werr) { /* tickets, alerts: as the socket takes */
             int w = tls_send_out(c, TCPMSG_NOWAIT);
             if (w < 0 && fatal(w))
@@ -618,6 +708,9 @@ write_iov(int fd, struct iovec *iov, int cnt, int64_t deadline, size_t *done, ui
  * encrypted: all of it on 0; on -ETIMEDOUT the rest is the caller's to keep, and the
  * ciphertext made stays queued in the engine (tcpmsg_conn_output counts it). The handshake
  * is completed first if it is not. */
+static int tls_sock_write_iov(struct tcpmsg_conn *c, struct iovec *iov, int cnt,
+                              int64_t deadline, size_t *done);
+
 static int
 tls_write_iov(struct tcpmsg_conn *c, struct iovec *iov, int cnt, int64_t deadline, size_t *done)
 {
@@ -627,6 +720,8 @@ tls_write_iov(struct tcpmsg_conn *c, struct iovec *iov, int cnt, int64_t deadlin
         if (h < 0)
             return h;
     }
+    if (tcpmsg__tls_on_socket(c->tls))
+        return tls_sock_write_iov(c, iov, cnt, deadline, done);
     for (int i = 0; i < cnt; i++) {
         const uint8_t *p = iov[i].iov_base;
         size_t left = iov[i].iov_len;
@@ -646,6 +741,52 @@ tls_write_iov(struct tcpmsg_conn *c, struct iovec *iov, int cnt, int64_t deadlin
         }
     }
     return tls_send_out(c, deadline);
+}
+
+/* tls_write_iov on the socket: OpenSSL writes a record at a time as far as the socket takes
+ * it; *done counts the plaintext of the records written. A record that did not fit stays
+ * with OpenSSL, and the next call starts with the same bytes (the caller keeps them from
+ * *done on): the rule of SSL_write after a want. A close_notify that waited for room is
+ * sent again first. */
+static int
+tls_sock_write_iov(struct tcpmsg_conn *c, struct iovec *iov, int cnt, int64_t deadline,
+                   size_t *done)
+{
+    for (;;) {
+        int r = c->tls_notified && tcpmsg__tls_wants(c->tls) ? tls_call_close_notify(c) : 0;
+        if (r == 0)
+            break;
+        if (r < 0)
+            return r;
+        if (tcpmsg_deadline_left(deadline) == 0)
+            return -ETIMEDOUT;
+        int w = tcpmsg__wait_fd(c->fd, POLLOUT, deadline);
+        if (w < 0)
+            return w;
+    }
+    for (int i = 0; i < cnt; i++) {
+        const uint8_t *p = iov[i].iov_base;
+        size_t left = iov[i].iov_len;
+        while (left > 0) {
+            size_t put, k = left < TLS_PIECE ? left : TLS_PIECE;
+            int r = tls_call_write_some(c, p, k, &put);
+            if (r == 0) {
+                p += put;
+                left -= put;
+                *done += put;
+                continue;
+            }
+            if (r < 0)
+                return r;
+            if (tcpmsg_deadline_left(deadline) == 0)
+                return -ETIMEDOUT;
+            int w = tcpmsg__wait_fd(c->fd, r == TCPMSG__TLS_WANT_OUTPUT ? POLLOUT : POLLIN,
+                                    deadline);
+            if (w < 0)
+                return w;
+        }
+    }
+    return 0;
 }
 
 /* Room for n more bytes at the end of the send buffer. */
@@ -1173,9 +1314,11 @@ tcpmsg_conn_shutdown(struct tcpmsg_conn *c, int64_t deadline)
         return r;
     if (c->tls && !c->tls_notified && !c->wr_shut) { /* the TLS end first: close_notify */
         c->tls_notified = true;
-        r = tcpmsg__tls_close_notify(c->tls);
+        r = tls_call_close_notify(c);
         if (r == 0)
             r = tls_send_out(c, deadline);
+        else if (r > 0) /* on the socket, with no room yet: sent by the flush */
+            r = tcpmsg_conn_flush(c, deadline);
         if (r < 0)
             return r;
     }
@@ -1273,9 +1416,17 @@ tcpmsg_conn_start_tls(struct tcpmsg_conn *c, const struct tcpmsg_tls_params *p, 
         return -EINVAL;
     if (c->rlen > c->rpos || c->slen > c->spos)
         return -EBUSY; /* plaintext already in flight: the TLS stream must start clean */
-    int r = tcpmsg__tls_new(&c->tls, p->ctx, p->name, p->session);
+    int r = tcpmsg__tls_new(&c->tls, p->ctx, p->name, p->session, c->fd);
     if (r < 0)
         return r;
+    if (tls_sock(c)) { /* OpenSSL's reads and writes must never block */
+        r = tcpmsg__set_nonblock(c->fd, 1);
+        if (r < 0) {
+            tcpmsg__tls_free(c->tls);
+            c->tls = NULL;
+            return r;
+        }
+    }
     r = tls_handshake(c, deadline);
     if (p->info)
         tcpmsg__tls_info(c->tls, p->info);

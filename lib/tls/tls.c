@@ -37,6 +37,7 @@ struct tcpmsg_tls_ctx {
     size_t nsni;
     BIO_METHOD *bio;                  /* the buffers' BIO, one per context: no global state */
     bool verify_name;                 /* client: check the peer's name */
+    bool ktls;                        /* sessions run on the socket, kTLS offered */
     unsigned char alpn[ALPN_MAX + 1]; /* wire format: length-prefixed names */
     size_t alpn_len;
 };
@@ -56,6 +57,9 @@ struct tcpmsg__tls {
     int err;                 /* sticky */
     bool done;               /* handshake complete */
     bool started;            /* OpenSSL has been given the handshake */
+    bool on_socket;          /* OpenSSL reads and writes the descriptor itself (kTLS) */
+    bool want_write;         /* on_socket: the last call waits for the socket's room ... */
+    bool read_wants_write;   /* ... and that call was a read */
     SSL_SESSION *session;    /* client: the newest session the server gave */
     char detail[256];
 };
@@ -439,9 +443,13 @@ make_ssl_ctx(SSL_CTX **out, struct tcpmsg_tls_ctx *ctx, const struct tcpmsg_tls_
     SSL_CTX_set_max_proto_version(ssl, maxv);
     SSL_CTX_set_options(ssl, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
-    /* Moving buffers and partial writes are never needed (the BIO takes everything); idle
-     * connections give their record buffers back. */
+    /* Idle connections give their record buffers back. Over the buffers' BIO, moving
+     * buffers and partial writes are never needed (it takes everything); on the socket
+     * (kTLS), a write takes what the socket takes and is retried from where the
+     * connection's send buffer has moved the rest (engine_new). */
     SSL_CTX_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+    if (cfg->ktls)
+        SSL_CTX_set_options(ssl, SSL_OP_ENABLE_KTLS);
     if (cfg->ciphers && SSL_CTX_set_cipher_list(ssl, cfg->ciphers) != 1) {
         say(why, why_len, "no usable cipher in the TLS 1.2 cipher list");
         return TCPMSG_ETLS;
@@ -565,6 +573,7 @@ api_ctx_create(struct tcpmsg_tls_ctx **out, enum tcpmsg_tls_role role,
     atomic_init(&ctx->refs, 1);
     ctx->role = role;
     ctx->verify_name = !server && cfg->verify != TCPMSG_TLS_VERIFY_NONE && !cfg->no_verify_name;
+    ctx->ktls = cfg->ktls;
     int r = 0;
     if (cfg->alpn && (r = alpn_wire(cfg->alpn, ctx->alpn, &ctx->alpn_len)) < 0) {
         if (why && why_len)
@@ -643,7 +652,7 @@ api_session_destroy(struct tcpmsg_tls_session *s)
 
 static int
 engine_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *name,
-                const struct tcpmsg_tls_session *session)
+           const struct tcpmsg_tls_session *session, int fd)
 {
     *out = NULL;
     if (!ctx || (session && ctx->role != TCPMSG_TLS_CLIENT))
@@ -653,15 +662,30 @@ engine_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *nam
         return -ENOMEM;
     ERR_clear_error();
     t->ssl = SSL_new(ctx->ssl);
-    BIO *b = t->ssl ? BIO_new(ctx->bio) : NULL;
-    if (!b) {
+    t->on_socket = ctx->ktls && fd >= 0;
+    BIO *b = t->ssl && !t->on_socket ? BIO_new(ctx->bio) : NULL;
+    bool made = t->on_socket ? t->ssl && SSL_set_fd(t->ssl, fd) == 1 : b != NULL;
+    if (!made) {
         SSL_free(t->ssl);
         free(t);
         ERR_clear_error();
         return -ENOMEM;
     }
-    BIO_set_data(b, t);
-    SSL_set_bio(t->ssl, b, b); /* one BIO both ways; the SSL owns it */
+    if (t->on_socket) {
+        /* OpenSSL's socket BIO (it does not close fd), which is what hands the keys to
+         * the kernel after the handshake where the kernel has kTLS. */
+        SSL_set_mode(t->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        /* Read what has arrived, not one record header then one body: one system call
+         * for many records, as over the buffers, and a handshake that fails has read its
+         * peer's whole flight (closing on unread bytes would send a reset that can destroy
+         * the alert on its way). The kernel then takes over receiving only when no record
+         * came in the same read as the peer's Finished (OpenSSL's rule); sending is not
+         * affected. */
+        SSL_set_read_ahead(t->ssl, 1);
+    } else {
+        BIO_set_data(b, t);
+        SSL_set_bio(t->ssl, b, b); /* one BIO both ways; the SSL owns it */
+    }
     SSL_set_app_data(t->ssl, t);
     t->ctx = ctx;
     atomic_fetch_add(&ctx->refs, 1);
@@ -779,12 +803,15 @@ verify_error(long v)
 static int
 failure(struct tcpmsg__tls *t, int ret)
 {
+    int sys = errno; /* on the socket: what the system call said */
     int e = SSL_get_error(t->ssl, ret);
     unsigned long q = ERR_peek_error();
     int lib = ERR_GET_LIB(q), reason = ERR_GET_REASON(q);
     int code = TCPMSG_ETLS;
     if (e == SSL_ERROR_ZERO_RETURN) {
         code = TCPMSG_EOF;
+    } else if (e == SSL_ERROR_SYSCALL && t->on_socket && sys != 0 && q == 0) {
+        code = -sys; /* a reset, a broken pipe: the socket's own error, as without TLS */
     } else if ((e == SSL_ERROR_SSL && lib == ERR_LIB_SSL &&
                 reason == SSL_R_UNEXPECTED_EOF_WHILE_READING) ||
                (e == SSL_ERROR_SYSCALL && t->in_eof)) {
@@ -814,6 +841,21 @@ failure(struct tcpmsg__tls *t, int ret)
     return code;
 }
 
+/* After an SSL call that did not complete: TCPMSG__TLS_WANT_INPUT or _OUTPUT when it waits
+ * for the peer or (on the socket) for room to write, else 0 (it failed). */
+static int
+wants(struct tcpmsg__tls *t, int ret, bool reading)
+{
+    int e = SSL_get_error(t->ssl, ret);
+    if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+        return 0;
+    ERR_clear_error();
+    /* Over the buffers' BIO a write never waits: only input is ever missing. */
+    t->want_write = t->on_socket && e == SSL_ERROR_WANT_WRITE;
+    t->read_wants_write = t->want_write && reading;
+    return t->want_write ? TCPMSG__TLS_WANT_OUTPUT : TCPMSG__TLS_WANT_INPUT;
+}
+
 static int
 engine_handshake(struct tcpmsg__tls *t)
 {
@@ -823,20 +865,20 @@ engine_handshake(struct tcpmsg__tls *t)
         return 0;
     /* A server has nothing to say before the client's hello: OpenSSL is not asked (it
      * would set up its record buffers for a client that may never speak). */
-    if (t->ctx->role == TCPMSG_TLS_SERVER && !t->started && t->ilen == t->ipos && !t->in_eof)
+    if (t->ctx->role == TCPMSG_TLS_SERVER && !t->started && t->ilen == t->ipos && !t->in_eof &&
+        !t->on_socket)
         return TCPMSG__TLS_WANT_INPUT;
     t->started = true;
     ERR_clear_error();
     int r = SSL_do_handshake(t->ssl);
     if (r == 1) {
         t->done = true;
+        t->want_write = false;
         return 0;
     }
-    int e = SSL_get_error(t->ssl, r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        ERR_clear_error();
-        return TCPMSG__TLS_WANT_INPUT;
-    }
+    int w = wants(t, r, false);
+    if (w)
+        return w;
     int code = failure(t, r);
     return code == TCPMSG_EOF ? (t->err = TCPMSG_ETLS) : code;
 }
@@ -862,13 +904,12 @@ engine_read(struct tcpmsg__tls *t, void *dst, size_t cap)
     ERR_clear_error();
     size_t got = 0;
     int r = SSL_read_ex(t->ssl, dst, cap, &got);
-    if (r == 1)
+    if (r == 1) {
+        t->want_write = false;
         return (ptrdiff_t)got;
-    int e = SSL_get_error(t->ssl, r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        ERR_clear_error();
-        return 0;
     }
+    if (wants(t, r, true))
+        return 0;
     return failure(t, r);
 }
 
@@ -876,6 +917,26 @@ bool
 tcpmsg__tls_pending(const struct tcpmsg__tls *t)
 {
     return !t->err && (t->ilen > t->ipos || SSL_has_pending(t->ssl));
+}
+
+bool
+tcpmsg__tls_on_socket(const struct tcpmsg__tls *t)
+{
+    return t->on_socket;
+}
+
+bool
+tcpmsg__tls_waits_for_hello(const struct tcpmsg__tls *t)
+{
+    return t->ctx->role == TCPMSG_TLS_SERVER && !t->started;
+}
+
+int
+tcpmsg__tls_wants(const struct tcpmsg__tls *t)
+{
+    return !t->want_write          ? 0
+           : t->read_wants_write ? TCPMSG__TLS_WANT_INPUT | TCPMSG__TLS_WANT_OUTPUT
+                                 : TCPMSG__TLS_WANT_OUTPUT;
 }
 
 static int
@@ -899,6 +960,28 @@ engine_write(struct tcpmsg__tls *t, const void *src, size_t n)
     return 0;
 }
 
+/* On the socket: writes what it can of n bytes, *put of them (records the socket took). */
+static int
+engine_write_some(struct tcpmsg__tls *t, const void *src, size_t n, size_t *put)
+{
+    *put = 0;
+    if (t->err)
+        return t->err;
+    if (!t->done)
+        return -EAGAIN;
+    ERR_clear_error();
+    int r = SSL_write_ex(t->ssl, src, n, put);
+    if (r == 1) {
+        t->want_write = false;
+        return 0;
+    }
+    int w = wants(t, r, false);
+    if (w)
+        return w;
+    int code = failure(t, r);
+    return code == TCPMSG_EOF ? (t->err = -EPIPE) : code;
+}
+
 static int
 engine_close_notify(struct tcpmsg__tls *t)
 {
@@ -908,8 +991,21 @@ engine_close_notify(struct tcpmsg__tls *t)
         return 0; /* nothing to end: no session was established */
     ERR_clear_error();
     int r = SSL_shutdown(t->ssl); /* 0: sent, the peer's may follow; 1: both done */
+    if (r >= 0) {
+        t->want_write = false;
+        ERR_clear_error();
+        return 0;
+    }
+    /* On the socket, close_notify may wait for room (call again); a wait for input is the
+     * peer's close_notify, which is not waited for. */
+    int w = wants(t, r, false);
+    if (w) {
+        if (w == TCPMSG__TLS_WANT_INPUT)
+            t->want_write = false;
+        return w == TCPMSG__TLS_WANT_OUTPUT ? w : 0;
+    }
     ERR_clear_error();
-    return r < 0 ? TCPMSG_ETLS : 0;
+    return TCPMSG_ETLS;
 }
 
 size_t
@@ -965,6 +1061,11 @@ engine_info(const struct tcpmsg__tls *t, struct tcpmsg_tls_info *out)
         }
         BIO_free(m);
     }
+    if (t->on_socket) {
+        /* Whether OpenSSL handed each direction to the kernel (kTLS) */
+        out->ktls_send = BIO_ctrl(SSL_get_wbio(t->ssl), BIO_CTRL_GET_KTLS_SEND, 0, NULL) == 1;
+        out->ktls_recv = BIO_ctrl(SSL_get_rbio(t->ssl), BIO_CTRL_GET_KTLS_RECV, 0, NULL) == 1;
+    }
     ERR_clear_error();
 }
 
@@ -1014,10 +1115,10 @@ tcpmsg_tls_session_destroy(struct tcpmsg_tls_session *s)
 
 int
 tcpmsg__tls_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *name,
-                const struct tcpmsg_tls_session *session)
+                const struct tcpmsg_tls_session *session, int fd)
 {
     guard_enter();
-    int r = engine_new(out, ctx, name, session);
+    int r = engine_new(out, ctx, name, session, fd);
     guard_leave();
     return r;
 }
@@ -1053,6 +1154,15 @@ tcpmsg__tls_write(struct tcpmsg__tls *t, const void *src, size_t n)
 {
     guard_enter();
     int r = engine_write(t, src, n);
+    guard_leave();
+    return r;
+}
+
+int
+tcpmsg__tls_write_some(struct tcpmsg__tls *t, const void *src, size_t n, size_t *put)
+{
+    guard_enter();
+    int r = engine_write_some(t, src, n, put);
     guard_leave();
     return r;
 }

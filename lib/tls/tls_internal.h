@@ -19,12 +19,33 @@ struct tcpmsg__tls;
 /* Returned by handshake and read when the engine needs more ciphertext from the peer (its
  * own output, if any, must be sent first or alongside). */
 #define TCPMSG__TLS_WANT_INPUT 1
+/* On the socket only (tcpmsg__tls_on_socket): the call waits for room to write; call it
+ * again, with the same bytes for a write, once the socket is writable. */
+#define TCPMSG__TLS_WANT_OUTPUT 2
 
 /* A session over ctx (a reference is taken). name: a client's SNI and expected name (NULL:
  * none: then the name is not checked); session: a client's session to resume (NULL: none).
+ * fd: the connection's socket: a context made with .ktls runs the session on it (OpenSSL
+ * reads and writes the descriptor, which must be non-blocking, and hands the keys to the
+ * kernel where it can); otherwise, or with fd < 0, the session is bytes in and out.
  * Returns 0, -EINVAL, -ENOMEM, -ENOTSUP. */
 int tcpmsg__tls_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *name,
-                    const struct tcpmsg_tls_session *session);
+                    const struct tcpmsg_tls_session *session, int fd);
+
+/* Whether the session runs on the socket. There, the in_ and out calls are not used: the
+ * handshake, read, write_some and close_notify calls move the bytes, and return
+ * TCPMSG__TLS_WANT_INPUT / _OUTPUT when the socket has nothing or no room. */
+bool tcpmsg__tls_on_socket(const struct tcpmsg__tls *t);
+/* A server that OpenSSL has not been asked to start yet (its client has not spoken). */
+bool tcpmsg__tls_waits_for_hello(const struct tcpmsg__tls *t);
+/* On the socket: 0, or what the last unfinished call waits for: TCPMSG__TLS_WANT_OUTPUT
+ * (a handshake, write or close_notify to call again), or both bits (a read that must write
+ * first: the read is called again once the socket is writable). */
+int tcpmsg__tls_wants(const struct tcpmsg__tls *t);
+/* On the socket: encrypts and writes what the socket takes of n bytes (the handshake must
+ * be done): 0 with *put > 0, TCPMSG__TLS_WANT_OUTPUT / _INPUT (*put == 0), or a sticky
+ * error. After a want, the next call must start with the same bytes (at least as many). */
+int tcpmsg__tls_write_some(struct tcpmsg__tls *t, const void *src, size_t n, size_t *put);
 void tcpmsg__tls_free(struct tcpmsg__tls *t);
 
 /* Whether the input buffer exists yet (it is made by the first in_space). */
@@ -50,7 +71,8 @@ bool tcpmsg__tls_pending(const struct tcpmsg__tls *t);
 
 /* Encrypts all n bytes (the handshake must be done): 0, or a sticky error. */
 int tcpmsg__tls_write(struct tcpmsg__tls *t, const void *src, size_t n);
-/* Queues close_notify: 0, or a sticky error. */
+/* Queues close_notify (on the socket: sends it; TCPMSG__TLS_WANT_OUTPUT: call again once
+ * writable): 0, or a sticky error. */
 int tcpmsg__tls_close_notify(struct tcpmsg__tls *t);
 
 /* Ciphertext waiting for the peer: its length, and *p its start. */

@@ -52,9 +52,9 @@ tcpmsg_tls_session_destroy(struct tcpmsg_tls_session *s)
 
 int
 tcpmsg__tls_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *name,
-                const struct tcpmsg_tls_session *session)
+                const struct tcpmsg_tls_session *session, int fd)
 {
-    (void)ctx, (void)name, (void)session;
+    (void)ctx, (void)name, (void)session, (void)fd;
     *out = NULL;
     return -ENOTSUP;
 }
@@ -125,6 +125,35 @@ int
 tcpmsg__tls_write(struct tcpmsg__tls *t, const void *src, size_t n)
 {
     (void)t, (void)src, (void)n;
+    return -ENOTSUP;
+}
+
+bool
+tcpmsg__tls_on_socket(const struct tcpmsg__tls *t)
+{
+    (void)t;
+    return false;
+}
+
+bool
+tcpmsg__tls_waits_for_hello(const struct tcpmsg__tls *t)
+{
+    (void)t;
+    return false;
+}
+
+int
+tcpmsg__tls_wants(const struct tcpmsg__tls *t)
+{
+    (void)t;
+    return 0;
+}
+
+int
+tcpmsg__tls_write_some(struct tcpmsg__tls *t, const void *src, size_t n, size_t *put)
+{
+    (void)t, (void)src, (void)n;
+    *put = 0;
     return -ENOTSUP;
 }
 

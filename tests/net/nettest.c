@@ -244,3 +244,10 @@ nt_models(const char *who, const struct nt_model **out)
     return n;
 }
 
+
+bool
+nt_ktls(void)
+{
+    const char *k = getenv("TCPMSG_TEST_KTLS");
+    return k && strcmp(k, "1") == 0;
+}

@@ -74,4 +74,20 @@ void nt_blackhole_close(struct nt_blackhole *b);
  * keep *holder open for as long as the port must stay refused). */
 int nt_refusing_port(const char *host, int *holder);
 
+/* TCPMSG_TEST_KTLS=1: every TLS context a TLS test makes asks for kTLS (the engine then runs
+ * on the socket; on a kernel without kTLS that is the fallback). The TLS suites run twice in
+ * CTest, the second time so (test_tls_ktls, test_tls_server_ktls). */
+bool nt_ktls(void);
+static inline int
+nt_tls_ctx_create(struct tcpmsg_tls_ctx **out, enum tcpmsg_tls_role role,
+                  const struct tcpmsg_tls_config *cfg, char *why, size_t why_len)
+{
+    struct tcpmsg_tls_config c;
+    if (cfg) {
+        c = *cfg;
+        c.ktls = c.ktls || nt_ktls();
+    }
+    return tcpmsg_tls_ctx_create(out, role, cfg ? &c : NULL, why, why_len);
+}
+
 #endif

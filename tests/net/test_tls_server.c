@@ -112,6 +112,7 @@ start(const struct nt_model *m, struct tcpmsg_server_config *cfg, struct tcpmsg_
 {
     tls->cert.cert_file = pki("server.pem");
     tls->cert.key_file = pki("server.key");
+    tls->ktls = tls->ktls || nt_ktls();
     cfg->host = "127.0.0.1";
     cfg->model = m->model;
     cfg->pool_threads = m->pool_threads;
@@ -145,7 +146,7 @@ client_ctx(bool with_cert)
         c.cert.key_file = pki("client.key");
     }
     struct tcpmsg_tls_ctx *ctx;
-    ck_assert_int_eq(tcpmsg_tls_ctx_create(&ctx, TCPMSG_TLS_CLIENT, &c, NULL, 0), 0);
+    ck_assert_int_eq(nt_tls_ctx_create(&ctx, TCPMSG_TLS_CLIENT, &c, NULL, 0), 0);
     return ctx;
 }
 
