@@ -316,6 +316,9 @@ tool_tls_option(struct tool_tls *t, int opt, const char *arg)
     case TOOL_OPT_TLS_INSECURE:
         t->insecure = true;
         return true;
+    case TOOL_OPT_TLS_KTLS:
+        t->ktls = true;
+        return true;
     case TOOL_OPT_TLS_HANDSHAKE_TIMEOUT:
         t->handshake_ms = tool_seconds_ms("--tls-handshake-timeout", arg);
         if (t->handshake_ms == 0)
@@ -344,8 +347,11 @@ make_ctx(enum tcpmsg_tls_role role, const struct tcpmsg_tls_config *cfg)
 struct tcpmsg_tls_ctx *
 tool_tls_server(const struct tool_tls *t)
 {
-    if (!t->cert && !t->key && !t->ca && !t->verify_peer)
+    if (!t->cert && !t->key && !t->ca && !t->verify_peer) {
+        if (t->ktls)
+            tool_usage("TLS: --tls-ktls needs --tls-cert and --tls-key");
         return NULL;
+    }
     if (!t->cert || !t->key)
         tool_usage("TLS: --tls-cert and --tls-key go together");
     if (t->verify_peer && !t->ca)
@@ -353,7 +359,8 @@ tool_tls_server(const struct tool_tls *t)
     struct tcpmsg_tls_config cfg = {.cert = {.cert_file = t->cert, .key_file = t->key},
                                     .ca_file = t->ca,
                                     .verify = t->verify_peer ? TCPMSG_TLS_VERIFY_REQUIRED
-                                                             : TCPMSG_TLS_VERIFY_DEFAULT};
+                                                             : TCPMSG_TLS_VERIFY_DEFAULT,
+                                    .ktls = t->ktls};
     return make_ctx(TCPMSG_TLS_SERVER, &cfg);
 }
 
@@ -361,7 +368,7 @@ struct tcpmsg_tls_ctx *
 tool_tls_client(const struct tool_tls *t)
 {
     if (!t->on) {
-        if (t->ca || t->name || t->cert || t->key || t->insecure)
+        if (t->ca || t->name || t->cert || t->key || t->insecure || t->ktls)
             tool_usage("the TLS options need --tls");
         return NULL;
     }
@@ -372,7 +379,8 @@ tool_tls_client(const struct tool_tls *t)
     struct tcpmsg_tls_config cfg = {.cert = {.cert_file = t->cert, .key_file = t->key},
                                     .ca_file = t->ca,
                                     .verify = t->insecure ? TCPMSG_TLS_VERIFY_NONE
-                                                          : TCPMSG_TLS_VERIFY_DEFAULT};
+                                                          : TCPMSG_TLS_VERIFY_DEFAULT,
+                                    .ktls = t->ktls};
     return make_ctx(TCPMSG_TLS_CLIENT, &cfg);
 }
 
@@ -390,4 +398,7 @@ tool_tls_start(struct tcpmsg_conn *c, struct tcpmsg_tls_ctx *ctx, const struct t
     if (r < 0)
         tool_die("TLS handshake with %s: %s%s%s%s", host ? host : "the client", tcpmsg_strerror(r),
                  info.detail[0] ? " (" : "", info.detail, info.detail[0] ? ")" : "");
+    if (t->ktls)
+        tool_warn("TLS: kTLS: %s encrypts, %s decrypts", info.ktls_send ? "the kernel" : "OpenSSL",
+                  info.ktls_recv ? "the kernel" : "OpenSSL");
 }

@@ -70,7 +70,8 @@ const char *tool_recv_error(int code);
 /* TLS options, the same in every program (getopt_long values above 255):
  *   servers: --tls-cert FILE --tls-key FILE [--tls-ca FILE] [--tls-verify-peer]
  *   clients: --tls [--tls-ca FILE] [--tls-name NAME] [--tls-cert FILE --tls-key FILE]
- *            [--tls-insecure]                                                        */
+ *            [--tls-insecure]
+ *   both:    [--tls-ktls] (records to the kernel after the handshake, where it can)   */
 enum {
     TOOL_OPT_TLS = 256,
     TOOL_OPT_TLS_CERT,
@@ -79,23 +80,28 @@ enum {
     TOOL_OPT_TLS_NAME,
     TOOL_OPT_TLS_VERIFY_PEER,
     TOOL_OPT_TLS_INSECURE,
-    TOOL_OPT_TLS_HANDSHAKE_TIMEOUT
+    TOOL_OPT_TLS_HANDSHAKE_TIMEOUT,
+    TOOL_OPT_TLS_KTLS
 };
 #define TOOL_TLS_SERVER_OPTIONS                                                                \
     {"tls-cert", required_argument, NULL, TOOL_OPT_TLS_CERT},                                  \
         {"tls-key", required_argument, NULL, TOOL_OPT_TLS_KEY},                                \
         {"tls-ca", required_argument, NULL, TOOL_OPT_TLS_CA},                                  \
         {"tls-verify-peer", no_argument, NULL, TOOL_OPT_TLS_VERIFY_PEER},                      \
-        {"tls-handshake-timeout", required_argument, NULL, TOOL_OPT_TLS_HANDSHAKE_TIMEOUT}
+        {"tls-handshake-timeout", required_argument, NULL, TOOL_OPT_TLS_HANDSHAKE_TIMEOUT},      \
+        {"tls-ktls", no_argument, NULL, TOOL_OPT_TLS_KTLS}
 #define TOOL_TLS_CLIENT_OPTIONS                                                                \
     {"tls", no_argument, NULL, TOOL_OPT_TLS}, {"tls-name", required_argument, NULL, TOOL_OPT_TLS_NAME}, \
-        {"tls-insecure", no_argument, NULL, TOOL_OPT_TLS_INSECURE}
+        {"tls-insecure", no_argument, NULL, TOOL_OPT_TLS_INSECURE},                            \
+        {"tls-ktls", no_argument, NULL, TOOL_OPT_TLS_KTLS}
 #define TOOL_TLS_SERVER_HELP                                                                   \
     "      --tls-cert FILE      serve TLS only, with this PEM certificate chain ...\n"         \
     "      --tls-key FILE       ... and its PEM private key\n"                                 \
     "      --tls-ca FILE        CA (PEM) for client certificates: checked when sent\n"        \
     "      --tls-verify-peer    require a client certificate signed by --tls-ca\n"        \
-    "      --tls-handshake-timeout SEC  close a client whose handshake takes longer [10]\n"
+    "      --tls-handshake-timeout SEC  close a client whose handshake takes longer [10]\n"      \
+    "      --tls-ktls           let the kernel encrypt after the handshake (kTLS), where\n"   \
+    "                           it can; else TLS stays in OpenSSL\n"
 #define TOOL_TLS_CLIENT_HELP                                                                   \
     "      --tls                TLS: verify the server against --tls-ca (else the\n"          \
     "                           system's store) and the name HOST (or --tls-name)\n"         \
@@ -103,12 +109,14 @@ enum {
     "      --tls-name NAME      the name the server's certificate must carry [HOST]\n"        \
     "      --tls-cert FILE      a client certificate (PEM), for servers that ask ...\n"       \
     "      --tls-key FILE       ... and its private key\n"                                    \
-    "      --tls-insecure       no verification at all (says so on stderr)\n"
+    "      --tls-insecure       no verification at all (says so on stderr)\n"                \
+    "      --tls-ktls           let the kernel encrypt after the handshake (kTLS), where\n"   \
+    "                           it can; else TLS stays in OpenSSL\n"
 
 struct tool_tls {
     bool on; /* a client's --tls, or any server TLS option */
     const char *cert, *key, *ca, *name;
-    bool verify_peer, insecure;
+    bool verify_peer, insecure, ktls;
     int handshake_ms; /* servers: --tls-handshake-timeout, 0: the default */
 };
 /* Takes opt (with optarg) if it is a TLS option: true, else false. */

@@ -107,7 +107,8 @@ struct tcpmsg_tls_config {
                                                 reads and writes the socket itself (made
                                                 non-blocking); where they do not, TLS stays
                                                 in OpenSSL on that socket. Either way the
-                                                connection behaves the same;
+                                                connection's calls work the same
+                                                (docs/tls.md: the few differences);
                                                 tcpmsg_tls_info says which it got */
 };
 

@@ -94,8 +94,23 @@ tls_out_len(const struct tcpmsg_conn *c)
     return tcpmsg__tls_out(c->tls, &p);
 }
 
-/* The engine's calls. On the socket they may write without MSG_NOSIGNAL (OpenSSL's own
- * socket BIO): SIGPIPE is held off around them. */
+/* How the engine sends on the socket (its records, before the kernel encrypts). */
+static ptrdiff_t
+tls_socket_send(int fd, const void *p, size_t n)
+{
+    for (;;) {
+        ssize_t k = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (k >= 0)
+            return k;
+        if (errno == EINTR)
+            continue;
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+}
+
+/* The engine's calls. Once the kernel encrypts (kTLS), OpenSSL's socket BIO writes with
+ * write(), without MSG_NOSIGNAL: SIGPIPE is held off around every call that may write
+ * then, the handshake included (it can end with the kernel sending the tickets). */
 static int
 tls_call_handshake(struct tcpmsg_conn *c)
 {
@@ -111,8 +126,12 @@ tls_call_handshake(struct tcpmsg_conn *c)
 static ptrdiff_t
 tls_call_read(struct tcpmsg_conn *c, void *dst, size_t cap)
 {
-    if (!tcpmsg__tls_on_socket(c->tls))
-        return tcpmsg__tls_read(c->tls, dst, cap);
+    if (!tcpmsg__tls_kernel_sends(c->tls)) {
+        ptrdiff_t r = tcpmsg__tls_read(c->tls, dst, cap);
+        if (r > 0 && tcpmsg__tls_on_socket(c->tls))
+            c->st.reads++;
+        return r;
+    }
     struct tcpmsg__nosigpipe g;
     tcpmsg__nosigpipe_enter(&g);
     ptrdiff_t r = tcpmsg__tls_read(c->tls, dst, cap);
@@ -125,6 +144,12 @@ tls_call_read(struct tcpmsg_conn *c, void *dst, size_t cap)
 static int
 tls_call_write_some(struct tcpmsg_conn *c, const void *src, size_t n, size_t *put)
 {
+    if (!tcpmsg__tls_kernel_sends(c->tls)) {
+        int r = tcpmsg__tls_write_some(c->tls, src, n, put);
+        if (r == 0)
+            c->st.writes++;
+        return r;
+    }
     struct tcpmsg__nosigpipe g;
     tcpmsg__nosigpipe_enter(&g);
     int r = tcpmsg__tls_write_some(c->tls, src, n, put);
@@ -137,7 +162,7 @@ tls_call_write_some(struct tcpmsg_conn *c, const void *src, size_t n, size_t *pu
 static int
 tls_call_close_notify(struct tcpmsg_conn *c)
 {
-    if (!tcpmsg__tls_on_socket(c->tls))
+    if (!tcpmsg__tls_kernel_sends(c->tls))
         return tcpmsg__tls_close_notify(c->tls);
     struct tcpmsg__nosigpipe g;
     tcpmsg__nosigpipe_enter(&g);
@@ -1416,7 +1441,7 @@ tcpmsg_conn_start_tls(struct tcpmsg_conn *c, const struct tcpmsg_tls_params *p, 
         return -EINVAL;
     if (c->rlen > c->rpos || c->slen > c->spos)
         return -EBUSY; /* plaintext already in flight: the TLS stream must start clean */
-    int r = tcpmsg__tls_new(&c->tls, p->ctx, p->name, p->session, c->fd);
+    int r = tcpmsg__tls_new(&c->tls, p->ctx, p->name, p->session, c->fd, tls_socket_send);
     if (r < 0)
         return r;
     if (tls_sock(c)) { /* OpenSSL's reads and writes must never block */

@@ -17,12 +17,12 @@ int tcpmsg__wait_fd(int fd, short events, int64_t deadline);
 /* Sets or clears O_NONBLOCK. Returns the previous flags (>= 0) or a negated errno. */
 int tcpmsg__set_nonblock(int fd, int on);
 
-/* SIGPIPE held off around a call that may write to a socket without MSG_NOSIGNAL (OpenSSL
- * running on the socket, for kTLS): what that call raises is discarded (it sees EPIPE), the
- * thread's signal mask is restored. Nothing is done when the program ignores SIGPIPE. */
+/* SIGPIPE held off around a call that may write to a socket without MSG_NOSIGNAL (OpenSSL's
+ * socket BIO once the kernel encrypts, kTLS): what that call raises is discarded (it sees
+ * EPIPE) and the thread's signal mask is restored. */
 struct tcpmsg__nosigpipe {
     unsigned long old[16]; /* the thread's mask (a sigset_t) */
-    bool blocked, was_pending;
+    bool blocked;
 };
 void tcpmsg__nosigpipe_enter(struct tcpmsg__nosigpipe *g);
 void tcpmsg__nosigpipe_leave(struct tcpmsg__nosigpipe *g);

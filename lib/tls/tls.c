@@ -36,6 +36,7 @@ struct tcpmsg_tls_ctx {
     X509 **sni_leaf; /* ... and its leaf, to match names */
     size_t nsni;
     BIO_METHOD *bio;                  /* the buffers' BIO, one per context: no global state */
+    BIO_METHOD *sock;                 /* ktls: the filter over OpenSSL's socket BIO */
     bool verify_name;                 /* client: check the peer's name */
     bool ktls;                        /* sessions run on the socket, kTLS offered */
     unsigned char alpn[ALPN_MAX + 1]; /* wire format: length-prefixed names */
@@ -60,6 +61,8 @@ struct tcpmsg__tls {
     bool on_socket;          /* OpenSSL reads and writes the descriptor itself (kTLS) */
     bool want_write;         /* on_socket: the last call waits for the socket's room ... */
     bool read_wants_write;   /* ... and that call was a read */
+    int fd;                  /* on_socket: the descriptor, and how to send on it */
+    tcpmsg__tls_send_fn send;
     SSL_SESSION *session;    /* client: the newest session the server gave */
     char detail[256];
 };
@@ -210,6 +213,53 @@ bio_create(BIO *b)
 {
     BIO_set_init(b, 1);
     return 1;
+}
+
+/* ---- the socket's filter (ktls) -----------------------------------------------------------
+ * OpenSSL hands the keys to the kernel only through its own socket BIO, and that one sends
+ * with write(): a SIGPIPE on a broken connection. So this filter sits on top of it: every
+ * control (the kTLS ones included) and every read go down to the socket BIO, and a write
+ * goes out through the io layer's send (MSG_NOSIGNAL) while the records are OpenSSL's; once
+ * the kernel encrypts, writes go down too (they carry the record type in a control
+ * message), and the connection holds SIGPIPE off around them. */
+
+static int
+sock_read(BIO *b, char *dst, size_t n, size_t *got)
+{
+    BIO_clear_retry_flags(b);
+    int r = BIO_read_ex(BIO_next(b), dst, n, got);
+    BIO_copy_next_retry(b);
+    return r;
+}
+
+static int
+sock_write(BIO *b, const char *src, size_t n, size_t *put)
+{
+    struct tcpmsg__tls *t = BIO_get_data(b);
+    BIO *next = BIO_next(b);
+    BIO_clear_retry_flags(b);
+    *put = 0;
+    if (BIO_ctrl(next, BIO_CTRL_GET_KTLS_SEND, 0, NULL) == 1) {
+        int r = BIO_write_ex(next, src, n, put);
+        BIO_copy_next_retry(b);
+        return r;
+    }
+    ptrdiff_t k = t->send(t->fd, src, n);
+    if (k >= 0) {
+        *put = (size_t)k;
+        return 1;
+    }
+    if (k == -EAGAIN)
+        BIO_set_retry_write(b);
+    else
+        errno = (int)-k; /* what failure() reports */
+    return 0;
+}
+
+static long
+sock_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    return BIO_ctrl(BIO_next(b), cmd, num, ptr);
 }
 
 /* ---- contexts --------------------------------------------------------------------------- */
@@ -517,6 +567,7 @@ ctx_free(struct tcpmsg_tls_ctx *ctx)
     free(ctx->sni);
     free(ctx->sni_leaf);
     BIO_meth_free(ctx->bio);
+    BIO_meth_free(ctx->sock);
     free(ctx);
 }
 
@@ -590,6 +641,15 @@ api_ctx_create(struct tcpmsg_tls_ctx **out, enum tcpmsg_tls_role role,
         r = -ENOMEM;
         goto fail;
     }
+    ctx->sock = cfg->ktls ? BIO_meth_new((BIO_TYPE_START + 0x3e) | BIO_TYPE_FILTER, "tcpmsg socket")
+                          : NULL;
+    if (cfg->ktls &&
+        (!ctx->sock || !BIO_meth_set_read_ex(ctx->sock, sock_read) ||
+         !BIO_meth_set_write_ex(ctx->sock, sock_write) ||
+         !BIO_meth_set_ctrl(ctx->sock, sock_ctrl) || !BIO_meth_set_create(ctx->sock, bio_create))) {
+        r = -ENOMEM;
+        goto fail;
+    }
     if (cfg->sni_count) {
         ctx->sni = calloc(cfg->sni_count, sizeof(SSL_CTX *));
         ctx->sni_leaf = calloc(cfg->sni_count, sizeof(X509 *));
@@ -652,7 +712,7 @@ api_session_destroy(struct tcpmsg_tls_session *s)
 
 static int
 engine_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *name,
-           const struct tcpmsg_tls_session *session, int fd)
+           const struct tcpmsg_tls_session *session, int fd, tcpmsg__tls_send_fn send)
 {
     *out = NULL;
     if (!ctx || (session && ctx->role != TCPMSG_TLS_CLIENT))
@@ -662,18 +722,25 @@ engine_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *nam
         return -ENOMEM;
     ERR_clear_error();
     t->ssl = SSL_new(ctx->ssl);
-    t->on_socket = ctx->ktls && fd >= 0;
-    BIO *b = t->ssl && !t->on_socket ? BIO_new(ctx->bio) : NULL;
-    bool made = t->on_socket ? t->ssl && SSL_set_fd(t->ssl, fd) == 1 : b != NULL;
-    if (!made) {
+    t->on_socket = ctx->ktls && fd >= 0 && send;
+    t->fd = fd;
+    t->send = send;
+    BIO *b = t->ssl ? BIO_new(t->on_socket ? ctx->sock : ctx->bio) : NULL;
+    BIO *sock = b && t->on_socket ? BIO_new_socket(fd, BIO_NOCLOSE) : NULL;
+    if (!b || (t->on_socket && !sock)) {
+        BIO_free(b);
         SSL_free(t->ssl);
         free(t);
         ERR_clear_error();
         return -ENOMEM;
     }
+    BIO_set_data(b, t);
+    if (t->on_socket)
+        BIO_push(b, sock); /* the filter over OpenSSL's socket BIO (which leaves fd open) */
+    SSL_set_bio(t->ssl, b, b); /* one BIO (chain) both ways; the SSL owns it */
     if (t->on_socket) {
-        /* OpenSSL's socket BIO (it does not close fd), which is what hands the keys to
-         * the kernel after the handshake where the kernel has kTLS. */
+        /* OpenSSL's socket BIO is what hands the keys to the kernel after the handshake
+         * where the kernel has kTLS. */
         SSL_set_mode(t->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
         /* Read what has arrived, not one record header then one body: one system call
          * for many records, as over the buffers, and a handshake that fails has read its
@@ -682,9 +749,6 @@ engine_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *nam
          * came in the same read as the peer's Finished (OpenSSL's rule); sending is not
          * affected. */
         SSL_set_read_ahead(t->ssl, 1);
-    } else {
-        BIO_set_data(b, t);
-        SSL_set_bio(t->ssl, b, b); /* one BIO both ways; the SSL owns it */
     }
     SSL_set_app_data(t->ssl, t);
     t->ctx = ctx;
@@ -926,6 +990,12 @@ tcpmsg__tls_on_socket(const struct tcpmsg__tls *t)
 }
 
 bool
+tcpmsg__tls_kernel_sends(const struct tcpmsg__tls *t)
+{
+    return t->on_socket && BIO_ctrl(SSL_get_wbio(t->ssl), BIO_CTRL_GET_KTLS_SEND, 0, NULL) == 1;
+}
+
+bool
 tcpmsg__tls_waits_for_hello(const struct tcpmsg__tls *t)
 {
     return t->ctx->role == TCPMSG_TLS_SERVER && !t->started;
@@ -1115,10 +1185,10 @@ tcpmsg_tls_session_destroy(struct tcpmsg_tls_session *s)
 
 int
 tcpmsg__tls_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *name,
-                const struct tcpmsg_tls_session *session, int fd)
+                const struct tcpmsg_tls_session *session, int fd, tcpmsg__tls_send_fn send)
 {
     guard_enter();
-    int r = engine_new(out, ctx, name, session, fd);
+    int r = engine_new(out, ctx, name, session, fd, send);
     guard_leave();
     return r;
 }

@@ -52,9 +52,9 @@ tcpmsg_tls_session_destroy(struct tcpmsg_tls_session *s)
 
 int
 tcpmsg__tls_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *name,
-                const struct tcpmsg_tls_session *session, int fd)
+                const struct tcpmsg_tls_session *session, int fd, tcpmsg__tls_send_fn send)
 {
-    (void)ctx, (void)name, (void)session, (void)fd;
+    (void)ctx, (void)name, (void)session, (void)fd, (void)send;
     *out = NULL;
     return -ENOTSUP;
 }
@@ -130,6 +130,13 @@ tcpmsg__tls_write(struct tcpmsg__tls *t, const void *src, size_t n)
 
 bool
 tcpmsg__tls_on_socket(const struct tcpmsg__tls *t)
+{
+    (void)t;
+    return false;
+}
+
+bool
+tcpmsg__tls_kernel_sends(const struct tcpmsg__tls *t)
 {
     (void)t;
     return false;

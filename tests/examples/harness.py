@@ -19,6 +19,17 @@ BIN = os.environ.get("TCPMSG_EXAMPLES_DIR", "")
 WAIT = 30  # seconds: the bound on any single wait; tests finish far sooner when all is well
 
 
+def argv(name, *args):
+    """The command line of a program. Under TCPMSG_TEST_KTLS=1 (the suites' second run) a
+    program given TLS options also gets --tls-ktls: the same tests then run with OpenSSL on
+    the socket, handing the records to the kernel where it has kTLS."""
+    args = list(args)
+    if os.environ.get("TCPMSG_TEST_KTLS") == "1" and any(
+            a == "--tls" or a.startswith("--tls-cert") for a in args):
+        args.insert(0, "--tls-ktls")
+    return [prog(name), *args]
+
+
 def prog(name):
     path = os.path.join(BIN, name)
     if not os.access(path, os.X_OK):
@@ -36,7 +47,7 @@ class Server:
         self.err = tempfile.TemporaryFile()
         # Its own process group, so that a failed test can kill it with its workers (which
         # hold its stdout open: waiting for that pipe's end would wait for ever).
-        self.proc = subprocess.Popen([prog(name), *args], stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(argv(name, *args), stdout=subprocess.PIPE,
                                      stderr=self.err, text=True, preexec_fn=preexec_fn,
                                      start_new_session=True)
         line = self.readline()
@@ -94,7 +105,7 @@ class Server:
 
 def run(name, *args, input=b"", timeout=WAIT):
     """Runs a program to its end; returns CompletedProcess (bytes)."""
-    return subprocess.run([prog(name), *args], input=input, capture_output=True,
+    return subprocess.run(argv(name, *args), input=input, capture_output=True,
                           timeout=timeout)
 
 

@@ -81,7 +81,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t piece = data[0] ? data[0] : 1;
     data++, size--;
     struct tcpmsg__tls *t;
-    if (tcpmsg__tls_new(&t, ctx, NULL, NULL, -1) != 0)
+    if (tcpmsg__tls_new(&t, ctx, NULL, NULL, -1, NULL) != 0)
         return 0;
     uint8_t plain[4096];
     int last = 0;

@@ -16,14 +16,27 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
-from harness import WAIT, Server, len32, main, prog, recv_exactly, run  # noqa: E402
+from harness import WAIT, Server, argv, len32, main, prog, recv_exactly, run  # noqa: E402
 
 PKI = os.environ.get("TCPMSG_TLS_CERTS", "")
 MODES = ["iterative", "fork", "thread", "pool", "event"]
+KTLS = os.environ.get("TCPMSG_TEST_KTLS") == "1"  # harness.argv adds --tls-ktls
 
 if os.environ.get("TCPMSG_HAVE_TLS") != "1":
     print("tls_interop: skipped: libtcpmsg was built without TLS", file=sys.stderr)
     sys.exit(77)
+
+
+def ktls_said(err, who):
+    """stderr without the line that --tls-ktls adds (required there): who encrypts and who
+    decrypts, the kernel or OpenSSL (on a kernel without kTLS, OpenSSL)."""
+    if not KTLS:
+        return err
+    m = re.match(rb"%s: TLS: kTLS: (the kernel|OpenSSL) encrypts, (the kernel|OpenSSL) "
+                 rb"decrypts\n" % who.encode(), err)
+    if not m:
+        raise AssertionError(f"{who} --tls-ktls did not say who encrypts: {err!r}")
+    return err[m.end():]
 
 
 def pem(name):
@@ -158,9 +171,9 @@ class OpenSSLServer(unittest.TestCase):
         for version in ["-tls1_2", "-tls1_3"]:
             with self.subTest(version=version):
                 srv, port = self.s_server(version)
-                cat = subprocess.Popen([prog("tcpmsg-cat"), "--tls", "--tls-ca", pem("ca.pem"),
+                cat = subprocess.Popen(argv("tcpmsg-cat", "--tls", "--tls-ca", pem("ca.pem"),
                                         "--tls-name", "localhost", "-n", "1", "127.0.0.1",
-                                        str(port)], stdin=subprocess.PIPE,
+                                        str(port)), stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                 cat.stdin.write(b"question\n")
                 cat.stdin.flush()
@@ -171,15 +184,16 @@ class OpenSSLServer(unittest.TestCase):
                 srv.stdin.write(len32(b"answer"))
                 srv.stdin.flush()
                 out, err = cat.communicate(timeout=WAIT)
-                self.assertEqual((cat.returncode, out, err), (0, b"answer\n", b""))
+                self.assertEqual((cat.returncode, out, ktls_said(err, "tcpmsg-cat")),
+                                 (0, b"answer\n", b""))
                 srv.kill()
                 srv.communicate()
 
     def test_echo_client_against_s_server_with_mutual_tls(self):
         srv, port = self.s_server("-CAfile", pem("ca.pem"), "-Verify", "1")
-        cl = subprocess.Popen([prog("tcpmsg-echo-client"), "--tls", "--tls-ca", pem("ca.pem"),
+        cl = subprocess.Popen(argv("tcpmsg-echo-client", "--tls", "--tls-ca", pem("ca.pem"),
                                "--tls-cert", pem("client.pem"), "--tls-key", pem("client.key"),
-                               "localhost", str(port)], stdin=subprocess.PIPE,
+                               "localhost", str(port)), stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         cl.stdin.write(b"ping\n")
         cl.stdin.flush()
@@ -237,7 +251,8 @@ class PythonServer(unittest.TestCase):
                 port, t = self.serve(version=version)
                 r = run("tcpmsg-echo-client", "--tls", "--tls-ca", pem("ca.pem"), "127.0.0.1",
                         str(port), input=lines)
-                self.assertEqual((r.returncode, r.stderr), (0, b""))
+                self.assertEqual((r.returncode, ktls_said(r.stderr, "tcpmsg-echo-client")),
+                                 (0, b""))
                 self.assertEqual(r.stdout, lines)
                 t.join(WAIT)
 
