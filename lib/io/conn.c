@@ -56,10 +56,10 @@ struct tcpmsg_conn {
     void *user;
     void (*wake)(void *arg); /* tcpmsg__conn_hook: output queued on an idle connection */
     void *wake_arg;
-    uint8_t plain_width; /* the codec is a plain big-endian length of this many bytes (no
-                            offset, suffix or flags): recv and send take a short path */
-    bool short_reads;    /* tcpmsg__conn_short_reads: a short read means the socket is empty */
-    bool drained;        /* ... and one happened since the owner's last tcpmsg__conn_readable */
+    uint8_t plain_width;     /* the codec is a plain big-endian length of this many bytes (no
+                                offset, suffix or flags): recv and send take a short path */
+    bool short_reads;        /* tcpmsg__conn_short_reads: a short read means the socket is empty */
+    bool drained;            /* ... and one happened since the owner's last tcpmsg__conn_readable */
     struct tcpmsg__tls *tls; /* TLS between the buffers and the socket (NULL: plain) */
     bool tls_notified;       /* close_notify queued */
 };
@@ -282,8 +282,7 @@ tls_handshake(struct tcpmsg_conn *c, int64_t deadline)
 {
     for (;;) {
         int h;
-        if (tcpmsg__tls_on_socket(c->tls) && tcpmsg__tls_waits_for_hello(c->tls) &&
-            !peer_spoke(c))
+        if (tcpmsg__tls_on_socket(c->tls) && tcpmsg__tls_waits_for_hello(c->tls) && !peer_spoke(c))
             h = TCPMSG__TLS_WANT_INPUT; /* a silent client costs no OpenSSL buffers */
         else
             h = tls_call_handshake(c);
@@ -298,7 +297,6 @@ tls_handshake(struct tcpmsg_conn *c, int64_t deadline)
             return r;
     }
 }
-
 
 /* struct iovec has no const variant; the library never writes through these. */
 static void *
@@ -733,8 +731,8 @@ write_iov(int fd, struct iovec *iov, int cnt, int64_t deadline, size_t *done, ui
  * encrypted: all of it on 0; on -ETIMEDOUT the rest is the caller's to keep, and the
  * ciphertext made stays queued in the engine (tcpmsg_conn_output counts it). The handshake
  * is completed first if it is not. */
-static int tls_sock_write_iov(struct tcpmsg_conn *c, struct iovec *iov, int cnt,
-                              int64_t deadline, size_t *done);
+static int tls_sock_write_iov(struct tcpmsg_conn *c, struct iovec *iov, int cnt, int64_t deadline,
+                              size_t *done);
 
 static int
 tls_write_iov(struct tcpmsg_conn *c, struct iovec *iov, int cnt, int64_t deadline, size_t *done)
@@ -805,8 +803,8 @@ tls_sock_write_iov(struct tcpmsg_conn *c, struct iovec *iov, int cnt, int64_t de
                 return r;
             if (tcpmsg_deadline_left(deadline) == 0)
                 return -ETIMEDOUT;
-            int w = tcpmsg__wait_fd(c->fd, r == TCPMSG__TLS_WANT_OUTPUT ? POLLOUT : POLLIN,
-                                    deadline);
+            int w =
+                tcpmsg__wait_fd(c->fd, r == TCPMSG__TLS_WANT_OUTPUT ? POLLOUT : POLLIN, deadline);
             if (w < 0)
                 return w;
         }

@@ -62,8 +62,8 @@ struct tcpmsg__tls {
     bool want_write;         /* on_socket: the last call waits for the socket's room ... */
     bool read_wants_write;   /* ... and that call was a read */
     int fd;                  /* on_socket: the descriptor, and how to send on it */
-    tcpmsg__tls_send_fn send;
-    SSL_SESSION *session;    /* client: the newest session the server gave */
+    tcpmsg__tls_send_fn sender;
+    SSL_SESSION *session; /* client: the newest session the server gave */
     char detail[256];
 };
 
@@ -244,7 +244,7 @@ sock_write(BIO *b, const char *src, size_t n, size_t *put)
         BIO_copy_next_retry(b);
         return r;
     }
-    ptrdiff_t k = t->send(t->fd, src, n);
+    ptrdiff_t k = t->sender(t->fd, src, n);
     if (k >= 0) {
         *put = (size_t)k;
         return 1;
@@ -573,7 +573,7 @@ ctx_free(struct tcpmsg_tls_ctx *ctx)
 
 static int
 api_ctx_create(struct tcpmsg_tls_ctx **out, enum tcpmsg_tls_role role,
-                      const struct tcpmsg_tls_config *cfg, char *why, size_t why_len)
+               const struct tcpmsg_tls_config *cfg, char *why, size_t why_len)
 {
     static const struct tcpmsg_tls_config defaults;
     if (why && why_len)
@@ -641,8 +641,8 @@ api_ctx_create(struct tcpmsg_tls_ctx **out, enum tcpmsg_tls_role role,
         r = -ENOMEM;
         goto fail;
     }
-    ctx->sock = cfg->ktls ? BIO_meth_new((BIO_TYPE_START + 0x3e) | BIO_TYPE_FILTER, "tcpmsg socket")
-                          : NULL;
+    ctx->sock =
+        cfg->ktls ? BIO_meth_new((BIO_TYPE_START + 0x3e) | BIO_TYPE_FILTER, "tcpmsg socket") : NULL;
     if (cfg->ktls &&
         (!ctx->sock || !BIO_meth_set_read_ex(ctx->sock, sock_read) ||
          !BIO_meth_set_write_ex(ctx->sock, sock_write) ||
@@ -712,7 +712,7 @@ api_session_destroy(struct tcpmsg_tls_session *s)
 
 static int
 engine_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *name,
-           const struct tcpmsg_tls_session *session, int fd, tcpmsg__tls_send_fn send)
+           const struct tcpmsg_tls_session *session, int fd, tcpmsg__tls_send_fn sender)
 {
     *out = NULL;
     if (!ctx || (session && ctx->role != TCPMSG_TLS_CLIENT))
@@ -722,9 +722,9 @@ engine_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *nam
         return -ENOMEM;
     ERR_clear_error();
     t->ssl = SSL_new(ctx->ssl);
-    t->on_socket = ctx->ktls && fd >= 0 && send;
+    t->on_socket = ctx->ktls && fd >= 0 && sender;
     t->fd = fd;
-    t->send = send;
+    t->sender = sender;
     BIO *b = t->ssl ? BIO_new(t->on_socket ? ctx->sock : ctx->bio) : NULL;
     BIO *sock = b && t->on_socket ? BIO_new_socket(fd, BIO_NOCLOSE) : NULL;
     if (!b || (t->on_socket && !sock)) {
@@ -736,7 +736,7 @@ engine_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *nam
     }
     BIO_set_data(b, t);
     if (t->on_socket)
-        BIO_push(b, sock); /* the filter over OpenSSL's socket BIO (which leaves fd open) */
+        BIO_push(b, sock);     /* the filter over OpenSSL's socket BIO (which leaves fd open) */
     SSL_set_bio(t->ssl, b, b); /* one BIO (chain) both ways; the SSL owns it */
     if (t->on_socket) {
         /* OpenSSL's socket BIO is what hands the keys to the kernel after the handshake
@@ -1004,7 +1004,7 @@ tcpmsg__tls_waits_for_hello(const struct tcpmsg__tls *t)
 int
 tcpmsg__tls_wants(const struct tcpmsg__tls *t)
 {
-    return !t->want_write          ? 0
+    return !t->want_write        ? 0
            : t->read_wants_write ? TCPMSG__TLS_WANT_INPUT | TCPMSG__TLS_WANT_OUTPUT
                                  : TCPMSG__TLS_WANT_OUTPUT;
 }
@@ -1185,10 +1185,10 @@ tcpmsg_tls_session_destroy(struct tcpmsg_tls_session *s)
 
 int
 tcpmsg__tls_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *name,
-                const struct tcpmsg_tls_session *session, int fd, tcpmsg__tls_send_fn send)
+                const struct tcpmsg_tls_session *session, int fd, tcpmsg__tls_send_fn sender)
 {
     guard_enter();
-    int r = engine_new(out, ctx, name, session, fd, send);
+    int r = engine_new(out, ctx, name, session, fd, sender);
     guard_leave();
     return r;
 }

@@ -26,13 +26,13 @@ struct tcpmsg__tls;
 /* A session over ctx (a reference is taken). name: a client's SNI and expected name (NULL:
  * none: then the name is not checked); session: a client's session to resume (NULL: none).
  * fd: the connection's socket: a context made with .ktls runs the session on it (OpenSSL
- * reads the descriptor, which must be non-blocking, writes through send, and hands the keys
+ * reads the descriptor, which must be non-blocking, writes through sender, and hands the keys
  * to the kernel where it can); otherwise, or with fd < 0, the session is bytes in and out.
  * Returns 0, -EINVAL, -ENOMEM, -ENOTSUP. */
 typedef ptrdiff_t (*tcpmsg__tls_send_fn)(int fd, const void *p, size_t n); /* sent, or -errno
                                                                          (-EAGAIN: full) */
 int tcpmsg__tls_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *name,
-                    const struct tcpmsg_tls_session *session, int fd, tcpmsg__tls_send_fn send);
+                    const struct tcpmsg_tls_session *session, int fd, tcpmsg__tls_send_fn sender);
 /* Whether the kernel encrypts what this session sends (kTLS is on): OpenSSL's socket BIO
  * then writes with write(), which can raise SIGPIPE. */
 bool tcpmsg__tls_kernel_sends(const struct tcpmsg__tls *t);

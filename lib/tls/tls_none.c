@@ -52,9 +52,9 @@ tcpmsg_tls_session_destroy(struct tcpmsg_tls_session *s)
 
 int
 tcpmsg__tls_new(struct tcpmsg__tls **out, struct tcpmsg_tls_ctx *ctx, const char *name,
-                const struct tcpmsg_tls_session *session, int fd, tcpmsg__tls_send_fn send)
+                const struct tcpmsg_tls_session *session, int fd, tcpmsg__tls_send_fn sender)
 {
-    (void)ctx, (void)name, (void)session, (void)fd, (void)send;
+    (void)ctx, (void)name, (void)session, (void)fd, (void)sender;
     *out = NULL;
     return -ENOTSUP;
 }

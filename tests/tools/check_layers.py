@@ -4,7 +4,8 @@
 - Each layer includes only its own headers and the public headers of the layers below:
   core < codec < tls < io < server.
 - OpenSSL is included by the tls layer only, which makes no system call (the io layer
-  moves its bytes) and starts no thread: its one use of <pthread.h> is the fork guard
+  moves its bytes; with kTLS, OpenSSL's own socket BIO reads the socket) and starts no
+  thread: its one use of <pthread.h> is the fork guard
   (a lock that pthread_atfork takes, docs/design.md).
 - include/tcpmsg/codec.h needs only <stddef.h> <stdint.h> <stdbool.h> (plus the library's
   dependency-free version.h and error.h): a libuv or libevent user can take it alone.
