@@ -116,7 +116,7 @@ tls_call_handshake(struct tcpmsg_conn *c)
 {
     if (!tcpmsg__tls_on_socket(c->tls))
         return tcpmsg__tls_handshake(c->tls);
-    struct tcpmsg__nosigpipe g;
+    struct tcpmsg__nosigpipe g = {{0}, false};
     tcpmsg__nosigpipe_enter(&g);
     int r = tcpmsg__tls_handshake(c->tls);
     tcpmsg__nosigpipe_leave(&g);
@@ -132,7 +132,7 @@ tls_call_read(struct tcpmsg_conn *c, void *dst, size_t cap)
             c->st.reads++;
         return r;
     }
-    struct tcpmsg__nosigpipe g;
+    struct tcpmsg__nosigpipe g = {{0}, false};
     tcpmsg__nosigpipe_enter(&g);
     ptrdiff_t r = tcpmsg__tls_read(c->tls, dst, cap);
     tcpmsg__nosigpipe_leave(&g);
@@ -150,7 +150,7 @@ tls_call_write_some(struct tcpmsg_conn *c, const void *src, size_t n, size_t *pu
             c->st.writes++;
         return r;
     }
-    struct tcpmsg__nosigpipe g;
+    struct tcpmsg__nosigpipe g = {{0}, false};
     tcpmsg__nosigpipe_enter(&g);
     int r = tcpmsg__tls_write_some(c->tls, src, n, put);
     tcpmsg__nosigpipe_leave(&g);
@@ -164,7 +164,7 @@ tls_call_close_notify(struct tcpmsg_conn *c)
 {
     if (!tcpmsg__tls_kernel_sends(c->tls))
         return tcpmsg__tls_close_notify(c->tls);
-    struct tcpmsg__nosigpipe g;
+    struct tcpmsg__nosigpipe g = {{0}, false};
     tcpmsg__nosigpipe_enter(&g);
     int r = tcpmsg__tls_close_notify(c->tls);
     tcpmsg__nosigpipe_leave(&g);

@@ -42,7 +42,7 @@ START_TEST(a_broken_write_raises_nothing)
     signal(SIGPIPE, SIG_DFL);
     int fd = broken_socket();
     for (int i = 0; i < 3; i++) {
-        struct tcpmsg__nosigpipe g;
+        struct tcpmsg__nosigpipe g = {{0}, false};
         tcpmsg__nosigpipe_enter(&g);
         ck_assert(blocked_pipe());
         errno = 0;
@@ -53,7 +53,7 @@ START_TEST(a_broken_write_raises_nothing)
         ck_assert(!pending_pipe());
     }
     /* Nothing to take back when the call raised nothing. */
-    struct tcpmsg__nosigpipe g;
+    struct tcpmsg__nosigpipe g = {{0}, false};
     tcpmsg__nosigpipe_enter(&g);
     tcpmsg__nosigpipe_leave(&g);
     ck_assert(!blocked_pipe());
@@ -69,7 +69,7 @@ START_TEST(a_caller_that_blocks_sigpipe_keeps_its_own)
     sigaddset(&pipe, SIGPIPE);
     ck_assert_int_eq(pthread_sigmask(SIG_BLOCK, &pipe, NULL), 0);
     int fd = broken_socket();
-    struct tcpmsg__nosigpipe g;
+    struct tcpmsg__nosigpipe g = {{0}, false};
     tcpmsg__nosigpipe_enter(&g);
     ck_assert_int_eq(write(fd, "x", 1), -1);
     tcpmsg__nosigpipe_leave(&g);
