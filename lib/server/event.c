@@ -9,6 +9,7 @@
 #include "server_internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -23,9 +24,9 @@
 #define TAG_POST ((void *)3)
 
 /* What other threads post to a worker (tcpmsg_server_send / tcpmsg_server_call). */
-#define POST_MAX_ITEMS 65536                   /* queued per worker, then -EAGAIN */
-#define POST_MAX_BYTES ((size_t)64 << 20)      /* ... or this many bytes of frames */
-#define HANDLE_SLOT_BITS 24                    /* connections per worker in a handle */
+#define POST_MAX_ITEMS 65536              /* queued per worker, then -EAGAIN */
+#define POST_MAX_BYTES ((size_t)64 << 20) /* ... or this many bytes of frames */
+#define HANDLE_SLOT_BITS 24               /* connections per worker in a handle */
 
 struct post {
     struct post *next;
@@ -49,15 +50,18 @@ struct econn {
     struct worker *w;
     struct tcpmsg_conn *c;
     int fd;
-    uint32_t events; /* the interest registered with epoll */
-    bool paused;     /* output passed the high watermark: not reading */
-    bool handshaking;     /* TLS handshake in progress: not opened yet (no on_open) */
-    int64_t hs_deadline;  /* ... and when it must have completed */
-    int closing;     /* != 0: the reason; not reading, closes once output is written */
+    uint32_t events;     /* the interest registered with epoll */
+    bool paused;         /* output passed the high watermark: not reading */
+    bool handshaking;    /* TLS handshake in progress: not opened yet (no on_open) */
+    int64_t hs_deadline; /* ... and when it must have completed */
+    int closing;         /* != 0: the reason; not reading, closes once output is written */
     int64_t closing_since;
-    int64_t last_rx;       /* last time bytes arrived */
-    int64_t partial_since; /* since when a started frame waits for its end (0: none) */
-    uint64_t seen_in;      /* bytes_in at the last check */
+    int64_t last_rx;                /* last time bytes arrived */
+    int64_t partial_since;          /* since when a started frame waits for its end (0: none) */
+    struct tcpmsg__utimer deadline; /* the next of the above deadlines, or earlier: when it
+                                       fires, the real one is checked (reads move the idle
+                                       deadline without touching the heap) */
+    uint64_t seen_in;               /* bytes_in at the last check */
     struct econn *prev, *next;
     bool pending; /* on the worker's pending list */
     struct econn *next_pending;
@@ -69,12 +73,13 @@ struct worker {
     int ep, lfd, reserve;
     bool own_lfd;
     bool listen_off; /* out of descriptors and of the reserve: listener not polled until
-                        the next sweep (a level-triggered listener would spin) */
+                        relisten fires (a level-triggered listener would spin) */
+    struct tcpmsg__utimer relisten;
     struct econn *conns;
     int nconns;
     struct econn *current; /* the connection whose callback runs */
     struct econn *pending; /* connections a callback sent to or dropped, other than current */
-    struct tcpmsg__timers timers; /* its connections' (tcpmsg_timer_start) */
+    struct tcpmsg__timers timers; /* its connections' (tcpmsg_timer_start), their deadlines */
     pthread_t thread;
     int index;
     /* Posts from other threads: a queue under mu, an eventfd written when it stops being
@@ -189,6 +194,7 @@ static void
 destroy_conn(struct worker *w, struct econn *e, bool reset)
 {
     tcpmsg__timers_cancel(&e->sv); /* refused by on_open, or started by on_close */
+    tcpmsg__timers_disarm(&w->timers, &e->deadline.node);
     unregister_conn(w, e);
     if (e->pending) {
         struct econn **p = &w->pending;
@@ -218,6 +224,78 @@ destroy_conn(struct worker *w, struct econn *e, bool reset)
     free(e);
 }
 
+/* ---- deadlines: one timer per connection, on the worker's heap --------------------------
+ * The handshake, idle, frame and write deadlines of a connection are kept as times; its
+ * timer is armed at the earliest one or before it, never later. A read moves the idle
+ * deadline later without touching the heap: the timer fires at the old time, finds the
+ * real deadline still ahead and re-arms for it, so a busy connection costs one timer event
+ * per idle period and an idle server costs nothing between deadlines (no sweep over the
+ * connections). A deadline that moves earlier (a frame started, the end began) re-arms. */
+
+static int64_t
+conn_deadline(const struct worker *w, const struct econn *e)
+{
+    const struct tcpmsg_server_config *cfg = &w->s->cfg;
+    if (e->handshaking)
+        return e->hs_deadline;
+    if (e->closing)
+        return e->closing_since + cfg->write_timeout_ms;
+    int64_t d = INT64_MAX;
+    if (cfg->frame_timeout_ms >= 0 && e->partial_since)
+        d = e->partial_since + cfg->frame_timeout_ms;
+    if (cfg->idle_timeout_ms >= 0 && e->last_rx + cfg->idle_timeout_ms < d)
+        d = e->last_rx + cfg->idle_timeout_ms;
+    return d;
+}
+
+static void begin_close(struct worker *w, struct econn *e, int reason);
+
+/* Arms e's timer if its deadline is earlier than the armed time (or none is armed). */
+static void
+watch_deadline(struct worker *w, struct econn *e)
+{
+    int64_t d = conn_deadline(w, e);
+    if (d == INT64_MAX || (tcpmsg__timer_armed(&e->deadline.node) && e->deadline.node.due <= d))
+        return;
+    if (tcpmsg__timers_arm(&w->timers, &e->deadline.node, d) < 0 && !e->closing)
+        begin_close(w, e, -ENOMEM); /* no connection goes without its deadlines */
+}
+
+static bool settle(struct worker *w, struct econn *e);
+static void refuse(struct worker *w, struct econn *e, int reason);
+
+/* e's timer fired: the deadline that is really due, if any, is applied; else it re-arms. */
+static void
+deadline_due(struct tcpmsg_conn *c, uint64_t id, void *arg)
+{
+    (void)c, (void)id;
+    struct econn *e = arg;
+    struct worker *w = e->w;
+    const struct tcpmsg_server_config *cfg = &w->s->cfg;
+    int64_t now = tcpmsg_now_ms();
+    if (e->handshaking) {
+        if (now >= e->hs_deadline) {
+            refuse(w, e, -ETIMEDOUT);
+            return;
+        }
+    } else if (e->closing) {
+        if (now - e->closing_since >= cfg->write_timeout_ms) {
+            destroy_conn(w, e, true);
+            return;
+        }
+    } else if (cfg->frame_timeout_ms >= 0 && e->partial_since &&
+               now - e->partial_since >= cfg->frame_timeout_ms) {
+        begin_close(w, e, TCPMSG_ESLOW);
+        settle(w, e);
+        return;
+    } else if (cfg->idle_timeout_ms >= 0 && now - e->last_rx >= cfg->idle_timeout_ms) {
+        begin_close(w, e, TCPMSG_EIDLE);
+        settle(w, e);
+        return;
+    }
+    watch_deadline(w, e);
+}
+
 /* Starts the end of a connection: the handler hears the reason now, queued replies are
  * written as the socket takes them, then it is closed. */
 static void
@@ -229,6 +307,7 @@ begin_close(struct worker *w, struct econn *e, int reason)
     e->closing_since = tcpmsg_now_ms();
     struct tcpmsg_server *s = w->s;
     tcpmsg__timers_cancel(&e->sv); /* none fires once on_close has run */
+    watch_deadline(w, e);          /* its replies have write_timeout_ms */
     if (s->h.on_close)
         s->h.on_close(e->c, reason, s->h.user);
     tcpmsg__account(s, e->c, reason);
@@ -301,8 +380,10 @@ pump(struct worker *w, struct econn *e)
         e->seen_in = st.bytes_in;
         e->last_rx = now;
     }
-    if (tcpmsg_conn_buffered(e->c) && !e->partial_since)
+    if (tcpmsg_conn_buffered(e->c) && !e->partial_since) {
         e->partial_since = now;
+        watch_deadline(w, e); /* earlier than the idle one, when frame_timeout_ms is */
+    }
     if (e->sv.drop)
         return; /* reset at the end of the turn, output discarded */
     int fr = tcpmsg_conn_flush(e->c, TCPMSG_NOWAIT);
@@ -382,10 +463,12 @@ accept_some(struct worker *w)
                 tcpmsg__log(s, TCPMSG_EV_ACCEPT, fd, -1);
             if ((fd == -EMFILE || fd == -ENFILE) && w->reserve < 0) {
                 /* Another thread took the descriptor the reserve gave back: nothing to
-                 * drop the queued connection with. Retry at the next sweep. */
+                 * drop the queued connection with. Retry in a second (relisten_due). */
                 struct epoll_event le = {.events = 0, .data.ptr = TAG_LISTEN};
-                if (epoll_ctl(w->ep, EPOLL_CTL_MOD, w->lfd, &le) == 0)
+                if (epoll_ctl(w->ep, EPOLL_CTL_MOD, w->lfd, &le) == 0) {
                     w->listen_off = true;
+                    (void)tcpmsg__timers_arm(&w->timers, &w->relisten.node, tcpmsg_now_ms() + 1000);
+                }
             }
             return;
         }
@@ -404,6 +487,9 @@ accept_some(struct worker *w)
         }
         e->fd = fd;
         e->w = w;
+        tcpmsg__timer_init(&e->deadline.node);
+        e->deadline = (struct tcpmsg__utimer){
+            .node = e->deadline.node, .fn = deadline_due, .arg = e, .sv = &e->sv, .internal = true};
         e->sv.dropped = dropped;
         e->sv.c = e->c;
         e->sv.heap = &w->timers;
@@ -435,6 +521,7 @@ accept_some(struct worker *w)
             struct tcpmsg_tls_params p = {.ctx = s->tls};
             e->handshaking = true;
             e->hs_deadline = e->last_rx + s->cfg.handshake_timeout_ms;
+            watch_deadline(w, e);
             int h = tcpmsg_conn_start_tls(e->c, &p, TCPMSG_NOWAIT);
             if (h != -ETIMEDOUT)
                 handshake_result(w, e, h);
@@ -442,6 +529,7 @@ accept_some(struct worker *w)
                 refuse(w, e, -EIO);
             continue;
         }
+        watch_deadline(w, e);
         (void)open_conn(w, e);
     }
 }
@@ -469,46 +557,21 @@ run_pending(struct worker *w)
     }
 }
 
-/* Closes the connections whose peer went quiet or stalls inside a frame, and the closing
- * ones that could not write their last replies in time. */
+/* The listener was set aside for want of descriptors: polled again. */
 static void
-sweep(struct worker *w, int64_t now)
+relisten_due(struct tcpmsg_conn *c, uint64_t id, void *arg)
 {
-    const struct tcpmsg_server_config *cfg = &w->s->cfg;
-    for (struct econn *e = w->conns, *next; e; e = next) {
-        next = e->next;
-        if (e->handshaking) {
-            if (now >= e->hs_deadline)
-                refuse(w, e, -ETIMEDOUT);
-            continue;
-        }
-        if (e->closing) {
-            if (now - e->closing_since >= cfg->write_timeout_ms)
-                destroy_conn(w, e, true);
-            continue;
-        }
-        if (cfg->frame_timeout_ms >= 0 && e->partial_since &&
-            now - e->partial_since >= cfg->frame_timeout_ms)
-            begin_close(w, e, TCPMSG_ESLOW);
-        else if (cfg->idle_timeout_ms >= 0 && now - e->last_rx >= cfg->idle_timeout_ms)
-            begin_close(w, e, TCPMSG_EIDLE);
-        else
-            continue;
-        settle(w, e);
-    }
-}
-
-static int
-sweep_interval(const struct tcpmsg_server_config *cfg)
-{
-    int t = 1000;
-    if (cfg->idle_timeout_ms >= 0 && cfg->idle_timeout_ms / 4 < t)
-        t = cfg->idle_timeout_ms / 4;
-    if (cfg->frame_timeout_ms >= 0 && cfg->frame_timeout_ms / 4 < t)
-        t = cfg->frame_timeout_ms / 4;
-    if (cfg->handshake_timeout_ms / 4 < t)
-        t = cfg->handshake_timeout_ms / 4;
-    return t < 5 ? 5 : t;
+    (void)c, (void)id;
+    struct worker *w = arg;
+    if (!w->listen_off || tcpmsg__stopping(w->s))
+        return;
+    struct epoll_event le = {.events = EPOLLIN, .data.ptr = TAG_LISTEN};
+    if (w->reserve < 0)
+        w->reserve = tcpmsg_sock_reserve();
+    if (epoll_ctl(w->ep, EPOLL_CTL_MOD, w->lfd, &le) == 0)
+        w->listen_off = false;
+    else
+        (void)tcpmsg__timers_arm(&w->timers, &w->relisten.node, tcpmsg_now_ms() + 1000);
 }
 
 /* Takes what other threads posted and delivers it: a frame is sent on its connection as if
@@ -613,8 +676,6 @@ worker_main(void *arg)
 {
     struct worker *w = arg;
     struct tcpmsg_server *s = w->s;
-    const int interval = sweep_interval(&s->cfg);
-    int64_t next_sweep = tcpmsg_now_ms() + interval;
     bool stopping = false;
     int64_t drain_end = 0;
     struct epoll_event ev[MAX_EVENTS];
@@ -644,14 +705,13 @@ worker_main(void *arg)
         }
         if (stopping && (!w->conns || now >= drain_end))
             break;
-        int64_t wake_at = next_sweep;
-        if (tcpmsg__timers_next(&w->timers) < wake_at)
-            wake_at = tcpmsg__timers_next(&w->timers);
-        int timeout = (int)(wake_at - now);
-        if (timeout < 0)
-            timeout = 0;
-        if (stopping && drain_end - now < timeout)
-            timeout = (int)(drain_end - now);
+        int64_t wake_at = tcpmsg__timers_next(&w->timers);
+        int timeout = wake_at == INT64_MAX      ? -1
+                      : wake_at - now > INT_MAX ? INT_MAX
+                      : wake_at <= now          ? 0
+                                                : (int)(wake_at - now);
+        if (stopping && (timeout < 0 || drain_end - now < timeout))
+            timeout = drain_end > now ? (int)(drain_end - now) : 0;
         int n = epoll_wait(w->ep, ev, MAX_EVENTS, timeout);
         for (int i = 0; i < n; i++) {
             void *tag = ev[i].data.ptr;
@@ -680,22 +740,11 @@ worker_main(void *arg)
             }
             settle(w, e);
         }
+        /* Timers (the handler's, the deadlines) run outside any connection's callback:
+         * what they send or drop is handled by run_pending at the end of the turn. */
         now = tcpmsg_now_ms();
-        /* Timers run outside any connection's callback: what they send or drop is handled
-         * by run_pending at the end of the turn. */
         if (tcpmsg__timers_next(&w->timers) <= now)
             tcpmsg__timers_run(&w->timers, now);
-        if (now >= next_sweep) {
-            sweep(w, now);
-            next_sweep = now + interval;
-            if (w->listen_off && !stopping) {
-                struct epoll_event le = {.events = EPOLLIN, .data.ptr = TAG_LISTEN};
-                if (w->reserve < 0)
-                    w->reserve = tcpmsg_sock_reserve();
-                if (epoll_ctl(w->ep, EPOLL_CTL_MOD, w->lfd, &le) == 0)
-                    w->listen_off = false;
-            }
-        }
         run_pending(w);
     }
     /* Whatever did not finish within the drain time is reset. */
@@ -712,6 +761,10 @@ worker_init(struct worker *w, struct tcpmsg_server *s, int index)
 {
     memset(w, 0, sizeof *w);
     tcpmsg__timers_init(&w->timers);
+    tcpmsg__timer_init(&w->relisten.node);
+    w->relisten.fn = relisten_due;
+    w->relisten.arg = w;
+    w->relisten.internal = true;
     w->s = s;
     w->index = index;
     w->ptail = &w->phead;

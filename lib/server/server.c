@@ -236,11 +236,16 @@ tcpmsg__timers_run(struct tcpmsg__timers *h, int64_t now)
     while ((t = tcpmsg__timers_pop_due(h, now))) {
         struct tcpmsg__utimer *u = (struct tcpmsg__utimer *)t;
         if (t->seq > last) { /* armed during this pass: next time */
-            if (tcpmsg__timers_arm(h, t, t->due) < 0)
+            if (tcpmsg__timers_arm(h, t, t->due) < 0 && !u->internal)
                 timer_free(u);
             break;
         }
-        struct tcpmsg_conn *c = u->sv->c;
+        struct tcpmsg_conn *c = u->sv ? u->sv->c : NULL;
+        if (u->internal) { /* popped, so disarmed: its owner re-arms it if it wants */
+            u->fn(c, u->id, u->arg);
+            ran++;
+            continue;
+        }
         tcpmsg_timer_fn fn = u->fn;
         void *arg = u->arg;
         uint64_t id = u->id;

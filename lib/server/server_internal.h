@@ -25,8 +25,9 @@ struct tcpmsg__utimer {
     int64_t period; /* 0: one-shot */
     tcpmsg_timer_fn fn;
     void *arg;
-    struct tcpmsg__served *sv; /* its connection's */
+    struct tcpmsg__served *sv; /* its connection's (NULL: a worker's) */
     struct tcpmsg__utimer *next;
+    bool internal; /* the server's own (a deadline), embedded in its owner: never freed here */
 };
 
 /* What the server keeps on each connection it serves: tcpmsg__conn_hook's argument, so that
