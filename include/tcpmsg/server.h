@@ -55,6 +55,7 @@ extern "C" {
 #endif
 
 struct tcpmsg_server; /* opaque */
+struct tcpmsg_worker; /* opaque: one EVENT worker, its loop and its thread */
 
 enum tcpmsg_model {
     TCPMSG_MODEL_EVENT = 0, /* epoll event loops, one per worker thread (default) */
@@ -89,6 +90,15 @@ struct tcpmsg_handler {
      * Refused (-EINVAL) with the EVENT model. */
     int (*dialog)(struct tcpmsg_conn *c, void *user);
     void *user;
+    /* EVENT: a worker's loop starts, in its thread, before it serves anything: the place to
+     * start the worker's timers, watch descriptors (see "The EVENT loop as a platform"). */
+    void (*on_worker_start)(struct tcpmsg_worker *w, void *user);
+    /* EVENT: a worker's loop ends, in its thread, after its last connection closed; its
+     * timers and watches are cancelled after the call. */
+    void (*on_worker_stop)(struct tcpmsg_worker *w, void *user);
+    /* EVENT: c's queued output fell to output_low or below after it had been above: the
+     * moment a relay resumes the connection it paused for c's sake (tcpmsg_server_resume). */
+    void (*on_drain)(struct tcpmsg_conn *c, void *user);
 };
 
 /* Events reported to the log callback. */
@@ -301,6 +311,69 @@ TCPMSG_API int tcpmsg_server_send(struct tcpmsg_server *s, uint64_t h, const voi
  */
 TCPMSG_API int tcpmsg_server_call(struct tcpmsg_server *s, uint64_t h,
                                   void (*fn)(struct tcpmsg_conn *c, void *arg), void *arg);
+
+/* ---- the EVENT loop as a platform ----------------------------------------------------------
+ * Under EVENT each worker is an event loop in a thread of its own, where its connections'
+ * callbacks run. A program hangs more on it: timers of the worker's own, descriptors it
+ * watches (stdin, a pipe, an eventfd), and flow control between its connections. The
+ * handler's on_worker_start runs in each worker before anything else: the place to start
+ * them. These calls are for the worker's own thread (its callbacks, its timers, its
+ * watches), unless said otherwise; under the other models they return -ENOTSUP.
+ */
+
+/* tcpmsg_conn_worker - the worker serving c (from c's callbacks); NULL when c is not served
+ * under EVENT. tcpmsg_worker_index - the worker's number, 0 .. workers - 1.
+ * tcpmsg_worker_server - its server. */
+TCPMSG_API struct tcpmsg_worker *tcpmsg_conn_worker(const struct tcpmsg_conn *c);
+TCPMSG_API int tcpmsg_worker_index(const struct tcpmsg_worker *w);
+TCPMSG_API struct tcpmsg_server *tcpmsg_worker_server(const struct tcpmsg_worker *w);
+
+/* A worker's timer callback: the worker, the timer's id, the caller's argument. */
+typedef void (*tcpmsg_worker_timer_fn)(struct tcpmsg_worker *w, uint64_t id, void *arg);
+
+/*
+ * tcpmsg_worker_timer_start - a timer of the worker, not tied to any connection: calls
+ * fn(w, id, arg) after delay_ms, then every period_ms (0: once), in the worker's thread,
+ * outside any connection's callback (what it sends on connections is written at the end of
+ * the loop turn). Its id (never 0, never reused) goes to *id. Cancelled when the worker
+ * ends, after on_worker_stop. Returns 0, -EINVAL (w or fn NULL, a negative time), -ENOMEM.
+ * tcpmsg_worker_timer_stop - cancels it (from its own callback too): 0, or -ENOENT (not a
+ * timer of w, or a one-shot timer that already ran).
+ */
+TCPMSG_API int tcpmsg_worker_timer_start(struct tcpmsg_worker *w, int64_t delay_ms,
+                                         int64_t period_ms, tcpmsg_worker_timer_fn fn,
+                                         void *arg, uint64_t *id);
+TCPMSG_API int tcpmsg_worker_timer_stop(struct tcpmsg_worker *w, uint64_t id);
+
+/*
+ * tcpmsg_server_pause - stops reading from c: its frames wait (in the kernel, and those
+ * already received in its buffer) until tcpmsg_server_resume; its output is still written
+ * and its on_drain still comes. From any callback of c's worker. Idle and frame timeouts
+ * do not run while c is paused (the silence is this side's).
+ * tcpmsg_server_resume - reads again, starting with the frames already buffered. Both
+ * return 0, or -ENOTSUP (c is not served under EVENT), -EINVAL (c NULL).
+ */
+TCPMSG_API int tcpmsg_server_pause(struct tcpmsg_conn *c);
+TCPMSG_API int tcpmsg_server_resume(struct tcpmsg_conn *c);
+
+/* What a watched descriptor is ready for (level-triggered, as poll says it: an error or a
+ * hang-up is reported as whatever was asked). */
+enum { TCPMSG_WATCH_IN = 1, TCPMSG_WATCH_OUT = 2 };
+typedef void (*tcpmsg_watch_fn)(struct tcpmsg_worker *w, int fd, int events, void *arg);
+
+/*
+ * tcpmsg_worker_watch - calls fn(w, fd, ready, arg) in the worker's loop whenever fd is
+ * ready for events (TCPMSG_WATCH_IN and/or _OUT), until tcpmsg_worker_unwatch; watching fd
+ * again changes events, fn and arg. fd stays the caller's (not closed, not made
+ * non-blocking: read it as much as poll allows). Returns 0, -EINVAL (events 0 or unknown,
+ * fn NULL), -EEXIST (fd is one of the server's own), -EPERM (a regular file: epoll cannot
+ * watch it), -ENOMEM.
+ * tcpmsg_worker_unwatch - stops watching fd (from its own callback too; call it before
+ * closing fd): 0, or -ENOENT.
+ */
+TCPMSG_API int tcpmsg_worker_watch(struct tcpmsg_worker *w, int fd, int events, tcpmsg_watch_fn fn,
+                                   void *arg);
+TCPMSG_API int tcpmsg_worker_unwatch(struct tcpmsg_worker *w, int fd);
 
 /* tcpmsg_server_stats - copies the counters. */
 TCPMSG_API void tcpmsg_server_stats(const struct tcpmsg_server *s,

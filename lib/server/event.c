@@ -22,6 +22,19 @@
 #define TAG_LISTEN ((void *)1)
 #define TAG_WAKE ((void *)2)
 #define TAG_POST ((void *)3)
+/* A watched descriptor's entry is tagged with its low bit (entries are malloc'ed). */
+#define WATCH_TAG(wt) ((void *)((uintptr_t)(wt) | 1))
+#define IS_WATCH(tag) ((uintptr_t)(tag) > 3 && ((uintptr_t)(tag)&1))
+#define WATCH_OF(tag) ((struct watch *)((uintptr_t)(tag) & ~(uintptr_t)1))
+
+/* A caller's descriptor watched in the loop (tcpmsg_worker_watch). */
+struct watch {
+    int fd, events;
+    tcpmsg_watch_fn fn;
+    void *arg;
+    bool dead; /* unwatched: freed at the end of the turn (its event may still be in hand) */
+    struct watch *next;
+};
 
 /* What other threads post to a worker (tcpmsg_server_send / tcpmsg_server_call). */
 #define POST_MAX_ITEMS 65536              /* queued per worker, then -EAGAIN */
@@ -47,11 +60,14 @@ struct reg {
 
 struct econn {
     struct tcpmsg__served sv; /* first: tcpmsg_server_drop's pointer is the econn's */
-    struct worker *w;
+    struct tcpmsg_worker *w;
     struct tcpmsg_conn *c;
     int fd;
     uint32_t events;     /* the interest registered with epoll */
     bool paused;         /* output passed the high watermark: not reading */
+    bool user_paused;    /* tcpmsg_server_pause: not reading ... */
+    bool resumed;        /* ... until resumed: the frames already buffered come first */
+    bool above_low;      /* its output was above output_low: on_drain when it falls back */
     bool handshaking;    /* TLS handshake in progress: not opened yet (no on_open) */
     int64_t hs_deadline; /* ... and when it must have completed */
     int closing;         /* != 0: the reason; not reading, closes once output is written */
@@ -68,7 +84,7 @@ struct econn {
     uint32_t slot; /* in the worker's registry */
 };
 
-struct worker {
+struct tcpmsg_worker {
     struct tcpmsg_server *s;
     int ep, lfd, reserve;
     bool own_lfd;
@@ -79,7 +95,10 @@ struct worker {
     int nconns;
     struct econn *current; /* the connection whose callback runs */
     struct econn *pending; /* connections a callback sent to or dropped, other than current */
-    struct tcpmsg__timers timers; /* its connections' (tcpmsg_timer_start), their deadlines */
+    struct tcpmsg__timers timers; /* its connections' (tcpmsg_timer_start), their deadlines,
+                                     its own */
+    struct tcpmsg__served wsv;    /* the owner of its own timers (c NULL) */
+    struct watch *watches;
     pthread_t thread;
     int index;
     /* Posts from other threads: a queue under mu, an eventfd written when it stops being
@@ -95,13 +114,16 @@ struct worker {
 };
 
 struct tcpmsg__event_run {
-    struct worker *w;
+    struct tcpmsg_worker *w;
     int n;
 };
 
+static void watch_ready(struct tcpmsg_worker *w, struct watch *wt, uint32_t got);
+static void reap_watches(struct tcpmsg_worker *w);
+
 /* Gives e a registry entry and its handle; false when out of memory or of slots. */
 static bool
-register_conn(struct worker *w, struct econn *e)
+register_conn(struct tcpmsg_worker *w, struct econn *e)
 {
     pthread_mutex_lock(&w->mu);
     uint32_t slot = w->free_slot;
@@ -134,7 +156,7 @@ register_conn(struct worker *w, struct econn *e)
 }
 
 static void
-unregister_conn(struct worker *w, struct econn *e)
+unregister_conn(struct tcpmsg_worker *w, struct econn *e)
 {
     if (!e->sv.handle)
         return;
@@ -149,10 +171,10 @@ unregister_conn(struct worker *w, struct econn *e)
 }
 
 static int
-set_interest(struct worker *w, struct econn *e)
+set_interest(struct tcpmsg_worker *w, struct econn *e)
 {
     uint32_t want = 0;
-    if (!e->paused && !e->closing)
+    if (!e->paused && !e->user_paused && !e->closing)
         want |= EPOLLIN;
     if (tcpmsg_conn_output(e->c, NULL) > 0)
         want |= EPOLLOUT;
@@ -170,7 +192,7 @@ set_interest(struct worker *w, struct econn *e)
 static void
 mark_pending(struct econn *e)
 {
-    struct worker *w = e->w;
+    struct tcpmsg_worker *w = e->w;
     if (e->pending || (e == w->current && !e->sv.drop))
         return;
     e->pending = true;
@@ -191,7 +213,7 @@ dropped(struct tcpmsg__served *sv)
 }
 
 static void
-destroy_conn(struct worker *w, struct econn *e, bool reset)
+destroy_conn(struct tcpmsg_worker *w, struct econn *e, bool reset)
 {
     tcpmsg__timers_cancel(&e->sv); /* refused by on_open, or started by on_close */
     tcpmsg__timers_disarm(&w->timers, &e->deadline.node);
@@ -233,13 +255,15 @@ destroy_conn(struct worker *w, struct econn *e, bool reset)
  * connections). A deadline that moves earlier (a frame started, the end began) re-arms. */
 
 static int64_t
-conn_deadline(const struct worker *w, const struct econn *e)
+conn_deadline(const struct tcpmsg_worker *w, const struct econn *e)
 {
     const struct tcpmsg_server_config *cfg = &w->s->cfg;
     if (e->handshaking)
         return e->hs_deadline;
     if (e->closing)
         return e->closing_since + cfg->write_timeout_ms;
+    if (e->user_paused)
+        return INT64_MAX; /* its silence is ours */
     int64_t d = INT64_MAX;
     if (cfg->frame_timeout_ms >= 0 && e->partial_since)
         d = e->partial_since + cfg->frame_timeout_ms;
@@ -248,11 +272,11 @@ conn_deadline(const struct worker *w, const struct econn *e)
     return d;
 }
 
-static void begin_close(struct worker *w, struct econn *e, int reason);
+static void begin_close(struct tcpmsg_worker *w, struct econn *e, int reason);
 
 /* Arms e's timer if its deadline is earlier than the armed time (or none is armed). */
 static void
-watch_deadline(struct worker *w, struct econn *e)
+watch_deadline(struct tcpmsg_worker *w, struct econn *e)
 {
     int64_t d = conn_deadline(w, e);
     if (d == INT64_MAX || (tcpmsg__timer_armed(&e->deadline.node) && e->deadline.node.due <= d))
@@ -261,8 +285,8 @@ watch_deadline(struct worker *w, struct econn *e)
         begin_close(w, e, -ENOMEM); /* no connection goes without its deadlines */
 }
 
-static bool settle(struct worker *w, struct econn *e);
-static void refuse(struct worker *w, struct econn *e, int reason);
+static bool settle(struct tcpmsg_worker *w, struct econn *e);
+static void refuse(struct tcpmsg_worker *w, struct econn *e, int reason);
 
 /* e's timer fired: the deadline that is really due, if any, is applied; else it re-arms. */
 static void
@@ -270,7 +294,7 @@ deadline_due(struct tcpmsg_conn *c, uint64_t id, void *arg)
 {
     (void)c, (void)id;
     struct econn *e = arg;
-    struct worker *w = e->w;
+    struct tcpmsg_worker *w = e->w;
     const struct tcpmsg_server_config *cfg = &w->s->cfg;
     int64_t now = tcpmsg_now_ms();
     if (e->handshaking) {
@@ -283,6 +307,8 @@ deadline_due(struct tcpmsg_conn *c, uint64_t id, void *arg)
             destroy_conn(w, e, true);
             return;
         }
+    } else if (e->user_paused) {
+        return; /* re-armed when resumed */
     } else if (cfg->frame_timeout_ms >= 0 && e->partial_since &&
                now - e->partial_since >= cfg->frame_timeout_ms) {
         begin_close(w, e, TCPMSG_ESLOW);
@@ -299,7 +325,7 @@ deadline_due(struct tcpmsg_conn *c, uint64_t id, void *arg)
 /* Starts the end of a connection: the handler hears the reason now, queued replies are
  * written as the socket takes them, then it is closed. */
 static void
-begin_close(struct worker *w, struct econn *e, int reason)
+begin_close(struct tcpmsg_worker *w, struct econn *e, int reason)
 {
     if (e->closing)
         return;
@@ -315,10 +341,48 @@ begin_close(struct worker *w, struct econn *e, int reason)
 
 /* Finishes what can be finished now: a closing connection whose output is written (or that
  * can write no more) is closed. Returns true when e was destroyed. */
-static void pump(struct worker *w, struct econn *e);
+static void pump(struct tcpmsg_worker *w, struct econn *e);
+
+/* on_drain, once each time e's output falls back to output_low after being above it. */
+static void
+drained(struct tcpmsg_worker *w, struct econn *e)
+{
+    const struct tcpmsg_server *s = w->s;
+    if (!s->h.on_drain || e->closing || e->handshaking || e->sv.drop)
+        return;
+    bool above = tcpmsg_conn_output(e->c, NULL) > s->cfg.output_low;
+    if (above || !e->above_low) {
+        e->above_low = above;
+        return;
+    }
+    e->above_low = false;
+    struct econn *was = w->current;
+    w->current = e;
+    s->h.on_drain(e->c, s->h.user);
+    w->current = was;
+}
+
+/* tcpmsg_server_pause / resume. */
+static int
+econn_flow(struct tcpmsg__served *sv, bool pause)
+{
+    struct econn *e = (struct econn *)sv;
+    if (e->user_paused == pause)
+        return 0;
+    e->user_paused = pause;
+    if (!pause) {
+        e->resumed = true;
+        e->last_rx = tcpmsg_now_ms(); /* its idle time starts again now */
+        if (e->partial_since)
+            e->partial_since = e->last_rx;
+        watch_deadline(e->w, e);
+    }
+    mark_pending(e); /* its interest changes at the end of the turn (at once if current) */
+    return 0;
+}
 
 static bool
-settle(struct worker *w, struct econn *e)
+settle(struct tcpmsg_worker *w, struct econn *e)
 {
     /* Backpressure released (the output drained below the low watermark, by EPOLLOUT or
      * because one write took it all): read again, starting with the frames already here. */
@@ -326,6 +390,11 @@ settle(struct worker *w, struct econn *e)
         e->paused = false;
         pump(w, e); /* may pause again on the next large reply, and write it at once */
     }
+    if (e->resumed && !e->closing && !e->user_paused && !e->paused) {
+        e->resumed = false;
+        pump(w, e);
+    }
+    drained(w, e);
     if (!e->closing) {
         if (set_interest(w, e) < 0)
             begin_close(w, e, -EIO);
@@ -344,14 +413,14 @@ settle(struct worker *w, struct econn *e)
 /* Delivers the frames that arrived, until input runs out, the handler or the peer ends the
  * connection, or the output passes the high watermark; then writes what it can. */
 static void
-pump(struct worker *w, struct econn *e)
+pump(struct tcpmsg_worker *w, struct econn *e)
 {
     struct tcpmsg_server *s = w->s;
     const struct tcpmsg_handler *h = &s->h;
     int reason = 0;
     w->current = e;
     tcpmsg__conn_readable(e->c);
-    while (!e->closing) {
+    while (!e->closing && !e->user_paused) {
         if (tcpmsg_conn_output(e->c, NULL) >= s->cfg.output_high) {
             e->paused = true;
             break;
@@ -396,7 +465,7 @@ pump(struct worker *w, struct econn *e)
 /* A connection that is not opened (or not any more) is refused: counted, logged with the
  * reason, closed without on_close. */
 static void
-refuse(struct worker *w, struct econn *e, int reason)
+refuse(struct tcpmsg_worker *w, struct econn *e, int reason)
 {
     atomic_fetch_add(&w->s->n->refused, 1);
     tcpmsg__log(w->s, TCPMSG_EV_REFUSED, reason, e->fd);
@@ -406,7 +475,7 @@ refuse(struct worker *w, struct econn *e, int reason)
 /* The connection is the handler's from now on: on_open, which may refuse it or greet.
  * Returns false when e is gone. */
 static bool
-open_conn(struct worker *w, struct econn *e)
+open_conn(struct tcpmsg_worker *w, struct econn *e)
 {
     struct tcpmsg_server *s = w->s;
     e->handshaking = false;
@@ -428,7 +497,7 @@ open_conn(struct worker *w, struct econn *e)
 /* The handshake finished (h == 0: then the frames that came with it are served at once,
  * since no event may announce them) or failed (h < 0). */
 static void
-handshake_result(struct worker *w, struct econn *e, int h)
+handshake_result(struct tcpmsg_worker *w, struct econn *e, int h)
 {
     if (h < 0) {
         refuse(w, e, h);
@@ -443,7 +512,7 @@ handshake_result(struct worker *w, struct econn *e, int h)
 
 /* An event on a connection whose handshake is in progress. */
 static void
-handshake(struct worker *w, struct econn *e)
+handshake(struct tcpmsg_worker *w, struct econn *e)
 {
     int h = tcpmsg_conn_handshake(e->c, TCPMSG_NOWAIT);
     if (h != -ETIMEDOUT)
@@ -453,7 +522,7 @@ handshake(struct worker *w, struct econn *e)
 }
 
 static void
-accept_some(struct worker *w)
+accept_some(struct tcpmsg_worker *w)
 {
     struct tcpmsg_server *s = w->s;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
@@ -491,6 +560,8 @@ accept_some(struct worker *w)
         e->deadline = (struct tcpmsg__utimer){
             .node = e->deadline.node, .fn = deadline_due, .arg = e, .sv = &e->sv, .internal = true};
         e->sv.dropped = dropped;
+        e->sv.flow = econn_flow;
+        e->sv.worker = w;
         e->sv.c = e->c;
         e->sv.heap = &w->timers;
         if (!register_conn(w, e)) {
@@ -537,7 +608,7 @@ accept_some(struct worker *w)
 /* The connections callbacks sent to or dropped during this turn, other than their own:
  * their output is written (or waits for EPOLLOUT), the dropped ones are reset. */
 static void
-run_pending(struct worker *w)
+run_pending(struct tcpmsg_worker *w)
 {
     while (w->pending) {
         struct econn *e = w->pending;
@@ -562,7 +633,7 @@ static void
 relisten_due(struct tcpmsg_conn *c, uint64_t id, void *arg)
 {
     (void)c, (void)id;
-    struct worker *w = arg;
+    struct tcpmsg_worker *w = arg;
     if (!w->listen_off || tcpmsg__stopping(w->s))
         return;
     struct epoll_event le = {.events = EPOLLIN, .data.ptr = TAG_LISTEN};
@@ -578,7 +649,7 @@ relisten_due(struct tcpmsg_conn *c, uint64_t id, void *arg)
  * a callback had sent it, a call runs as a callback of it; for a connection that has ended
  * (or is ending) a frame is discarded and a call runs with c NULL, so that it can free arg. */
 static void
-deliver_posts(struct worker *w)
+deliver_posts(struct tcpmsg_worker *w)
 {
     uint64_t v;
     ssize_t got;
@@ -608,7 +679,7 @@ deliver_posts(struct worker *w)
 }
 
 static void
-discard_posts(struct worker *w)
+discard_posts(struct tcpmsg_worker *w)
 {
     for (struct post *p = w->phead, *next; p; p = next) {
         next = p->next;
@@ -643,7 +714,7 @@ tcpmsg__event_post(struct tcpmsg_server *s, uint64_t h, void (*fn)(struct tcpmsg
     } else if (index >= ev->n) {
         r = -ENOENT;
     } else {
-        struct worker *w = &ev->w[index];
+        struct tcpmsg_worker *w = &ev->w[index];
         pthread_mutex_lock(&w->mu);
         if (slot >= w->nreg || w->reg[slot].gen != gen || !w->reg[slot].e) {
             r = -ENOENT;
@@ -674,11 +745,16 @@ tcpmsg__event_post(struct tcpmsg_server *s, uint64_t h, void (*fn)(struct tcpmsg
 static void *
 worker_main(void *arg)
 {
-    struct worker *w = arg;
+    struct tcpmsg_worker *w = arg;
     struct tcpmsg_server *s = w->s;
     bool stopping = false;
     int64_t drain_end = 0;
     struct epoll_event ev[MAX_EVENTS];
+    if (s->h.on_worker_start) {
+        s->h.on_worker_start(w, s->h.user);
+        run_pending(w);
+        reap_watches(w);
+    }
     for (;;) {
         int64_t now = tcpmsg_now_ms();
         if (!stopping && tcpmsg__stopping(s)) {
@@ -726,12 +802,17 @@ worker_main(void *arg)
                 deliver_posts(w);
                 continue;
             }
+            if (IS_WATCH(tag)) {
+                watch_ready(w, WATCH_OF(tag), ev[i].events);
+                continue;
+            }
             struct econn *e = tag;
             if (e->handshaking) {
                 handshake(w, e);
                 continue;
             }
-            if (!e->closing && !e->paused && (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+            if (!e->closing && !e->paused && !e->user_paused &&
+                (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
                 pump(w, e);
             else if (ev[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
                 int r = tcpmsg_conn_flush(e->c, TCPMSG_NOWAIT);
@@ -746,6 +827,7 @@ worker_main(void *arg)
         if (tcpmsg__timers_next(&w->timers) <= now)
             tcpmsg__timers_run(&w->timers, now);
         run_pending(w);
+        reap_watches(w);
     }
     /* Whatever did not finish within the drain time is reset. */
     while (w->conns) {
@@ -753,14 +835,147 @@ worker_main(void *arg)
             begin_close(w, w->conns, -ESHUTDOWN);
         destroy_conn(w, w->conns, true);
     }
+    if (s->h.on_worker_stop)
+        s->h.on_worker_stop(w, s->h.user);
+    tcpmsg__timers_cancel(&w->wsv);
+    for (struct watch *wt = w->watches; wt; wt = wt->next)
+        if (!wt->dead)
+            epoll_ctl(w->ep, EPOLL_CTL_DEL, wt->fd, NULL);
+    for (struct watch *wt = w->watches, *next; wt; wt = next) {
+        next = wt->next;
+        free(wt);
+    }
+    w->watches = NULL;
     return NULL;
 }
 
+/* ---- the loop as a platform: the worker's own timers, watched descriptors ---------------- */
+
+int
+tcpmsg_worker_index(const struct tcpmsg_worker *w)
+{
+    return w ? w->index : -EINVAL;
+}
+
+struct tcpmsg_server *
+tcpmsg_worker_server(const struct tcpmsg_worker *w)
+{
+    return w ? w->s : NULL;
+}
+
+int
+tcpmsg_worker_timer_start(struct tcpmsg_worker *w, int64_t delay_ms, int64_t period_ms,
+                          tcpmsg_worker_timer_fn fn, void *arg, uint64_t *id)
+{
+    if (id)
+        *id = 0;
+    if (!w || !fn)
+        return -EINVAL;
+    return tcpmsg__timer_add(&w->wsv, delay_ms, period_ms, NULL, fn, arg, id);
+}
+
+int
+tcpmsg_worker_timer_stop(struct tcpmsg_worker *w, uint64_t id)
+{
+    return w ? tcpmsg__timer_stop(&w->wsv, id) : -EINVAL;
+}
+
+static struct watch *
+find_watch(const struct tcpmsg_worker *w, int fd)
+{
+    for (struct watch *wt = w->watches; wt; wt = wt->next)
+        if (wt->fd == fd && !wt->dead)
+            return wt;
+    return NULL;
+}
+
+static uint32_t
+epoll_events(int events)
+{
+    return (events & TCPMSG_WATCH_IN ? EPOLLIN : 0) | (events & TCPMSG_WATCH_OUT ? EPOLLOUT : 0);
+}
+
+int
+tcpmsg_worker_watch(struct tcpmsg_worker *w, int fd, int events, tcpmsg_watch_fn fn, void *arg)
+{
+    if (!w || !fn || fd < 0 || events == 0 || (events & ~(TCPMSG_WATCH_IN | TCPMSG_WATCH_OUT)) != 0)
+        return -EINVAL;
+    if (fd == w->ep || fd == w->lfd || fd == w->postfd || fd == w->s->wakefd)
+        return -EEXIST;
+    struct watch *wt = find_watch(w, fd);
+    struct epoll_event ev = {.events = epoll_events(events)};
+    if (wt) {
+        ev.data.ptr = WATCH_TAG(wt);
+        if (epoll_ctl(w->ep, EPOLL_CTL_MOD, fd, &ev) < 0)
+            return -errno;
+        wt->events = events;
+        wt->fn = fn;
+        wt->arg = arg;
+        return 0;
+    }
+    wt = malloc(sizeof *wt);
+    if (!wt)
+        return -ENOMEM;
+    *wt = (struct watch){fd, events, fn, arg, false, w->watches};
+    ev.data.ptr = WATCH_TAG(wt);
+    if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        int r = -errno; /* EPERM: a regular file; EEXIST: one of the connections' */
+        free(wt);
+        return r;
+    }
+    w->watches = wt;
+    return 0;
+}
+
+int
+tcpmsg_worker_unwatch(struct tcpmsg_worker *w, int fd)
+{
+    if (!w)
+        return -EINVAL;
+    struct watch *wt = find_watch(w, fd);
+    if (!wt)
+        return -ENOENT;
+    epoll_ctl(w->ep, EPOLL_CTL_DEL, fd, NULL);
+    wt->dead = true; /* freed at the end of the turn: its event may be in hand */
+    return 0;
+}
+
+/* A watched descriptor is ready: its callback, with what was asked for. */
+static void
+watch_ready(struct tcpmsg_worker *w, struct watch *wt, uint32_t got)
+{
+    if (wt->dead)
+        return;
+    bool broken = got & (EPOLLERR | EPOLLHUP);
+    int ready =
+        ((wt->events & TCPMSG_WATCH_IN) && (broken || (got & EPOLLIN)) ? TCPMSG_WATCH_IN : 0) |
+        ((wt->events & TCPMSG_WATCH_OUT) && (broken || (got & EPOLLOUT)) ? TCPMSG_WATCH_OUT : 0);
+    if (ready)
+        wt->fn(w, wt->fd, ready, wt->arg);
+}
+
+/* Frees the unwatched entries, once no event of this turn can name them. */
+static void
+reap_watches(struct tcpmsg_worker *w)
+{
+    for (struct watch **p = &w->watches; *p;) {
+        struct watch *wt = *p;
+        if (wt->dead) {
+            *p = wt->next;
+            free(wt);
+        } else {
+            p = &wt->next;
+        }
+    }
+}
+
 static int
-worker_init(struct worker *w, struct tcpmsg_server *s, int index)
+worker_init(struct tcpmsg_worker *w, struct tcpmsg_server *s, int index)
 {
     memset(w, 0, sizeof *w);
     tcpmsg__timers_init(&w->timers);
+    w->wsv.heap = &w->timers;
+    w->wsv.worker = w;
     tcpmsg__timer_init(&w->relisten.node);
     w->relisten.fn = relisten_due;
     w->relisten.arg = w;
@@ -805,7 +1020,7 @@ worker_init(struct worker *w, struct tcpmsg_server *s, int index)
 }
 
 static void
-worker_fini(struct worker *w)
+worker_fini(struct tcpmsg_worker *w)
 {
     tcpmsg__timers_fini(&w->timers);
     discard_posts(w); /* posted after the worker ended: calls see c NULL */
@@ -827,7 +1042,7 @@ tcpmsg__run_event(struct tcpmsg_server *s)
     int nw = s->cfg.workers;
     if (nw < 1)
         return -EINVAL; /* copy_config gives at least one */
-    struct worker *w = calloc((size_t)nw, sizeof *w);
+    struct tcpmsg_worker *w = calloc((size_t)nw, sizeof *w);
     if (!w)
         return -ENOMEM;
     int r = 0, started = 0;

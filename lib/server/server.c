@@ -153,13 +153,24 @@ after(int64_t from, int ms)
 static _Atomic uint64_t last_timer_id; /* ids are never reused within the process */
 
 int
-tcpmsg_timer_start(struct tcpmsg_conn *c, int64_t delay_ms, int64_t period_ms,
-                   tcpmsg_timer_fn fn, void *arg, uint64_t *id)
+tcpmsg_timer_start(struct tcpmsg_conn *c, int64_t delay_ms, int64_t period_ms, tcpmsg_timer_fn fn,
+                   void *arg, uint64_t *id)
 {
     if (id)
         *id = 0;
     struct tcpmsg__served *sv = c ? tcpmsg__conn_hook_arg(c) : NULL;
-    if (!sv || !fn || delay_ms < 0 || period_ms < 0)
+    if (!sv || !fn)
+        return -EINVAL;
+    return tcpmsg__timer_add(sv, delay_ms, period_ms, fn, NULL, arg, id);
+}
+
+int
+tcpmsg__timer_add(struct tcpmsg__served *sv, int64_t delay_ms, int64_t period_ms,
+                  tcpmsg_timer_fn fn, tcpmsg_worker_timer_fn wfn, void *arg, uint64_t *id)
+{
+    if (id)
+        *id = 0;
+    if (delay_ms < 0 || period_ms < 0)
         return -EINVAL;
     if (!sv->heap)
         return -ENOTSUP;
@@ -176,6 +187,7 @@ tcpmsg_timer_start(struct tcpmsg_conn *c, int64_t delay_ms, int64_t period_ms,
     u->id = atomic_fetch_add(&last_timer_id, 1) + 1;
     u->period = period_ms;
     u->fn = fn;
+    u->wfn = wfn;
     u->arg = arg;
     u->sv = sv;
     u->next = sv->timers;
@@ -205,6 +217,12 @@ tcpmsg_timer_stop(struct tcpmsg_conn *c, uint64_t id)
     struct tcpmsg__served *sv = c ? tcpmsg__conn_hook_arg(c) : NULL;
     if (!sv)
         return -EINVAL;
+    return tcpmsg__timer_stop(sv, id);
+}
+
+int
+tcpmsg__timer_stop(struct tcpmsg__served *sv, uint64_t id)
+{
     for (struct tcpmsg__utimer *u = sv->timers; u; u = u->next) {
         if (u->id == id) {
             timer_free(u);
@@ -246,7 +264,9 @@ tcpmsg__timers_run(struct tcpmsg__timers *h, int64_t now)
             ran++;
             continue;
         }
+        struct tcpmsg_worker *wk = u->sv->worker;
         tcpmsg_timer_fn fn = u->fn;
+        tcpmsg_worker_timer_fn wfn = u->wfn;
         void *arg = u->arg;
         uint64_t id = u->id;
         if (u->period > 0) {
@@ -258,7 +278,10 @@ tcpmsg__timers_run(struct tcpmsg__timers *h, int64_t now)
         } else {
             timer_free(u); /* gone before its callback: stopping it there says -ENOENT */
         }
-        fn(c, id, arg);
+        if (wfn)
+            wfn(wk, id, arg);
+        else
+            fn(c, id, arg);
         ran++;
     }
     return ran;
@@ -284,12 +307,42 @@ tcpmsg_server_send(struct tcpmsg_server *s, uint64_t h, const void *data, size_t
 }
 
 int
-tcpmsg_server_call(struct tcpmsg_server *s, uint64_t h, void (*fn)(struct tcpmsg_conn *c, void *arg),
-                   void *arg)
+tcpmsg_server_call(struct tcpmsg_server *s, uint64_t h,
+                   void (*fn)(struct tcpmsg_conn *c, void *arg), void *arg)
 {
     if (!s || !fn)
         return -EINVAL;
     return tcpmsg__event_post(s, h, fn, arg, NULL, 0);
+}
+
+struct tcpmsg_worker *
+tcpmsg_conn_worker(const struct tcpmsg_conn *c)
+{
+    const struct tcpmsg__served *sv = c ? tcpmsg__conn_hook_arg(c) : NULL;
+    return sv ? sv->worker : NULL;
+}
+
+static int
+flow(struct tcpmsg_conn *c, bool pause)
+{
+    struct tcpmsg__served *sv = c ? tcpmsg__conn_hook_arg(c) : NULL;
+    if (!c)
+        return -EINVAL;
+    if (!sv || !sv->flow)
+        return -ENOTSUP;
+    return sv->flow(sv, pause);
+}
+
+int
+tcpmsg_server_pause(struct tcpmsg_conn *c)
+{
+    return flow(c, true);
+}
+
+int
+tcpmsg_server_resume(struct tcpmsg_conn *c)
+{
+    return flow(c, false);
 }
 
 int
@@ -314,7 +367,8 @@ static int
 flush_or_stop(struct tcpmsg_server *s, struct tcpmsg_conn *c, int64_t deadline, bool *stopping)
 {
     for (;;) {
-        int64_t dl = *stopping ? tcpmsg_deadline_min(deadline, tcpmsg__drain_deadline(s)) : deadline;
+        int64_t dl =
+            *stopping ? tcpmsg_deadline_min(deadline, tcpmsg__drain_deadline(s)) : deadline;
         int r = tcpmsg_conn_flush(c, TCPMSG_NOWAIT);
         if (r != -ETIMEDOUT)
             return r;
@@ -580,7 +634,7 @@ copy_config(struct tcpmsg_server *s, const struct tcpmsg_server_config *cfg)
         c->workers = c->model == TCPMSG_MODEL_POOL ? 2 * online_cpus() : online_cpus();
     s->max_conns_set = c->max_conns > 0;
     if (c->max_conns == 0)
-        c->max_conns = c->model == TCPMSG_MODEL_FORK      ? TCPMSG__DEFAULT_FORK_MAX_CONNS
+        c->max_conns = c->model == TCPMSG_MODEL_FORK        ? TCPMSG__DEFAULT_FORK_MAX_CONNS
                        : c->model == TCPMSG_MODEL_POOL      ? c->workers
                        : c->model == TCPMSG_MODEL_ITERATIVE ? 1
                                                             : TCPMSG__DEFAULT_MAX_CONNS;

@@ -22,10 +22,11 @@ struct tcpmsg__counters {
 struct tcpmsg__utimer {
     struct tcpmsg__timer node; /* first: the heap's pointer is the timer's */
     uint64_t id;
-    int64_t period; /* 0: one-shot */
-    tcpmsg_timer_fn fn;
+    int64_t period;             /* 0: one-shot */
+    tcpmsg_timer_fn fn;         /* a connection's callback ... */
+    tcpmsg_worker_timer_fn wfn; /* ... or a worker's (sv is then the worker's own) */
     void *arg;
-    struct tcpmsg__served *sv; /* its connection's (NULL: a worker's) */
+    struct tcpmsg__served *sv; /* its owner's (NULL: an internal timer of a worker) */
     struct tcpmsg__utimer *next;
     bool internal; /* the server's own (a deadline), embedded in its owner: never freed here */
 };
@@ -39,6 +40,8 @@ struct tcpmsg__served {
     struct tcpmsg__timers *heap;   /* the serving loop's timers; NULL: no timers (dialog) */
     struct tcpmsg__utimer *timers; /* this connection's, armed */
     uint64_t handle;               /* tcpmsg_conn_handle (EVENT), 0: none */
+    struct tcpmsg_worker *worker;  /* EVENT: its worker (c NULL: the worker's own timers) */
+    int (*flow)(struct tcpmsg__served *sv, bool pause); /* EVENT: tcpmsg_server_pause/resume */
 };
 
 /* A connection served by a blocking worker thread, so that the server can shut its reading
@@ -62,10 +65,10 @@ struct tcpmsg_server {
     atomic_int serving_fd; /* ITERATIVE: the connection being served (-1: none), whose reading
                               side stop() shuts down for a dialog handler */
     struct tcpmsg__counters *n;
-    struct tcpmsg_tls_ctx *tls; /* TLS server context (a reference), NULL: plain TCP */
+    struct tcpmsg_tls_ctx *tls;     /* TLS server context (a reference), NULL: plain TCP */
     _Atomic int64_t drain_deadline; /* set when the stop is noticed, read by every thread */
-    bool in_child; /* this copy runs in a forked worker process (FORK, POOL processes) */
-    bool max_conns_set; /* max_conns came from the user (POOL's default bound is workers) */
+    bool in_child;          /* this copy runs in a forked worker process (FORK, POOL processes) */
+    bool max_conns_set;     /* max_conns came from the user (POOL's default bound is workers) */
     _Atomic int *slot_flag; /* in a worker process (FORK executor, POOL worker): its entry in
                                the watcher's shared table, 1 while it holds a connection
                                slot; whoever clears it gives the slot back, the worker
@@ -148,14 +151,19 @@ int64_t tcpmsg__drain_deadline(struct tcpmsg_server *s);
 
 /* Cancels every timer of the connection (before its on_close, or when it is refused). */
 void tcpmsg__timers_cancel(struct tcpmsg__served *sv);
+/* A timer of sv (fn for a connection's, wfn for a worker's): see tcpmsg_timer_start. */
+int tcpmsg__timer_add(struct tcpmsg__served *sv, int64_t delay_ms, int64_t period_ms,
+                      tcpmsg_timer_fn fn, tcpmsg_worker_timer_fn wfn, void *arg, uint64_t *id);
+int tcpmsg__timer_stop(struct tcpmsg__served *sv, uint64_t id);
 /* Runs the callbacks of the timers of heap h due at `now` (periodic ones re-armed first),
  * in the calling thread. Returns how many ran. */
 int tcpmsg__timers_run(struct tcpmsg__timers *h, int64_t now);
 
 /* EVENT: queues a frame (fn NULL) or a call for the connection h names (see
  * tcpmsg_server_send / tcpmsg_server_call). */
-int tcpmsg__event_post(struct tcpmsg_server *s, uint64_t h, void (*fn)(struct tcpmsg_conn *, void *),
-                       void *arg, const void *data, size_t len);
+int tcpmsg__event_post(struct tcpmsg_server *s, uint64_t h,
+                       void (*fn)(struct tcpmsg_conn *, void *), void *arg, const void *data,
+                       size_t len);
 
 int tcpmsg__run_iterative(struct tcpmsg_server *s);
 int tcpmsg__run_thread(struct tcpmsg_server *s);

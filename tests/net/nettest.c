@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 int
@@ -250,4 +251,45 @@ nt_ktls(void)
 {
     const char *k = getenv("TCPMSG_TEST_KTLS");
     return k && strcmp(k, "1") == 0;
+}
+
+bool
+nt_eventually(bool (*cond)(void *), void *arg)
+{
+    int64_t dl = tcpmsg_deadline_in(20000);
+    while (!cond(arg)) {
+        if (tcpmsg_deadline_left(dl) == 0)
+            return false;
+        struct timespec ts = {0, 2 * 1000 * 1000};
+        nanosleep(&ts, NULL); /* polling a condition, not timing anything */
+    }
+    return true;
+}
+
+struct tcpmsg_server *
+nt_server(const struct tcpmsg_server_config *cfg, const struct tcpmsg_handler *h)
+{
+    struct tcpmsg_server *s;
+    int r = tcpmsg_server_create(&s, cfg, h);
+    ck_assert_msg(r == 0, "server create: %s", tcpmsg_errname(r));
+    ck_assert_int_eq(tcpmsg_server_start(s), 0);
+    return s;
+}
+
+void
+nt_server_end(struct tcpmsg_server *s)
+{
+    tcpmsg_server_stop(s);
+    ck_assert_int_eq(tcpmsg_server_wait(s), 0);
+    tcpmsg_server_destroy(s);
+}
+
+struct tcpmsg_conn *
+nt_client(struct tcpmsg_server *s, const struct tcpmsg_codec *codec)
+{
+    struct tcpmsg_conn *c;
+    int r = tcpmsg_conn_connect(&c, "127.0.0.1", nt_service(tcpmsg_server_port(s)), codec, NULL,
+                                tcpmsg_deadline_in(60000));
+    ck_assert_msg(r == 0, "connect: %s", tcpmsg_errname(r));
+    return c;
 }

@@ -74,6 +74,16 @@ void nt_blackhole_close(struct nt_blackhole *b);
  * keep *holder open for as long as the port must stay refused). */
 int nt_refusing_port(const char *host, int *holder);
 
+/* Polls cond(arg) every 2 ms until it holds (true) or 20 s pass (false): waiting for an
+ * event another thread or process makes, never timing anything. */
+bool nt_eventually(bool (*cond)(void *), void *arg);
+/* A started server (tcpmsg_server_create + start, asserted); its end: stop, wait (0
+ * asserted), destroy. A client connection to it on 127.0.0.1 with codec (60 s deadline). */
+struct tcpmsg_server *nt_server(const struct tcpmsg_server_config *cfg,
+                                const struct tcpmsg_handler *h);
+void nt_server_end(struct tcpmsg_server *s);
+struct tcpmsg_conn *nt_client(struct tcpmsg_server *s, const struct tcpmsg_codec *codec);
+
 /* TCPMSG_TEST_KTLS=1: every TLS context a TLS test makes asks for kTLS (the engine then runs
  * on the socket; on a kernel without kTLS that is the fallback). The TLS suites run twice in
  * CTest, the second time so (test_tls_ktls, test_tls_server_ktls). */

@@ -123,7 +123,7 @@ on_close(struct tcpmsg_conn *c, int reason, void *user)
     atomic_fetch_add(&sh->reasons[k], 1);
 }
 
-static const struct tcpmsg_handler echo = {on_open, on_message, on_close, NULL, NULL};
+static const struct tcpmsg_handler echo = {.on_open = on_open, .on_message = on_message, .on_close = on_close};
 
 static int
 thread_count(void)
@@ -1090,7 +1090,7 @@ START_TEST(event_room_broadcast_and_drop)
 {
     memset(room, 0, sizeof room);
     atomic_store(&dropped_for_nobufs, 0);
-    const struct tcpmsg_handler h = {room_open, room_message, room_close, NULL, NULL};
+    const struct tcpmsg_handler h = {.on_open = room_open, .on_message = room_message, .on_close = room_close};
     struct tcpmsg_server_config cfg = {
         .host = "127.0.0.1", .workers = 1, .output_high = 16 * 1024, .listen = {.sndbuf = 16384}};
     struct tcpmsg_server *s;

@@ -215,7 +215,7 @@ on_message(struct tcpmsg_conn *c, const struct tcpmsg_frame *m, void *user)
     return 0;
 }
 
-static const struct tcpmsg_handler handler = {on_open, on_message, on_close, NULL, NULL};
+static const struct tcpmsg_handler handler = {.on_open = on_open, .on_message = on_message, .on_close = on_close};
 
 static void
 setup(void)

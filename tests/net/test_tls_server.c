@@ -104,7 +104,7 @@ record(void *user, enum tcpmsg_server_event ev, int code, const char *tuple)
     }
 }
 
-static const struct tcpmsg_handler echo = {on_open, on_message, on_close, NULL, NULL};
+static const struct tcpmsg_handler echo = {.on_open = on_open, .on_message = on_message, .on_close = on_close};
 
 /* The server of a test: certificate "server", the model's settings, cfg's others. */
 static struct tcpmsg_server *

@@ -1,0 +1,565 @@
+/* The EVENT loop as a platform (issue 14): on_worker_start / on_worker_stop, the worker's own
+ * timers, descriptors watched in the loop, pause / resume and on_drain, and what the other
+ * models say to those calls. Every wait is on an event (a reply, a counter another thread
+ * sets); times are only checked against generous bounds. No Check call in a server callback
+ * (what callbacks see goes into atomics the test thread asserts). */
+#include "nettest.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define LONG_WAIT tcpmsg_deadline_in(60000)
+
+static struct tcpmsg_codec length4;
+
+static atomic_int failures; /* what a callback found wrong: must stay 0 */
+static atomic_int started, stopped;
+
+static void
+flag_if(bool bad)
+{
+    if (bad)
+        atomic_fetch_add(&failures, 1);
+}
+
+static int
+echo(struct tcpmsg_conn *c, const struct tcpmsg_frame *m, void *user)
+{
+    (void)user;
+    return tcpmsg_conn_send(c, m->data, m->len, TCPMSG_FOREVER);
+}
+
+static const char *
+reply(struct tcpmsg_conn *c, char *buf, size_t cap)
+{
+    struct tcpmsg_frame f;
+    int r = tcpmsg_conn_recv(c, &f, LONG_WAIT);
+    ck_assert_msg(r == 0, "recv: %s", tcpmsg_errname(r));
+    ck_assert_uint_lt(f.len, cap);
+    memcpy(buf, f.data, f.len);
+    buf[f.len] = '\0';
+    return buf;
+}
+
+static bool
+int_at_least(void *arg)
+{
+    atomic_int *v = ((void **)arg)[0];
+    int want = *(int *)((void **)arg)[1];
+    return atomic_load(v) >= want;
+}
+
+static bool
+wait_for(atomic_int *v, int want)
+{
+    void *args[2] = {v, &want};
+    return nt_eventually(int_at_least, args);
+}
+
+/* ---- the worker's own timers ---------------------------------------------------------- */
+
+#define WORKERS 2
+#define PERIODS 1000
+
+struct wstate {
+    pthread_t thread;     /* the worker's, seen in on_worker_start */
+    atomic_int ticks;     /* periods of its periodic timer */
+    atomic_int after;     /* fired after the periodic one stopped itself: must stay 0 */
+    atomic_int cancelled; /* a one-shot stopped before its time fired: must stay 0 */
+    atomic_int done;      /* the probe after the last period ran */
+    uint64_t tick_id;
+};
+static struct wstate ws[WORKERS];
+
+static void
+never(struct tcpmsg_worker *w, uint64_t id, void *arg)
+{
+    (void)w, (void)id;
+    atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+static void
+probe(struct tcpmsg_worker *w, uint64_t id, void *arg)
+{
+    (void)id, (void)arg;
+    atomic_store(&ws[tcpmsg_worker_index(w)].done, 1);
+}
+
+static void
+tick(struct tcpmsg_worker *w, uint64_t id, void *arg)
+{
+    struct wstate *st = arg;
+    flag_if(!pthread_equal(pthread_self(), st->thread)); /* in the worker's thread */
+    flag_if(id != st->tick_id);
+    if (atomic_fetch_add(&st->ticks, 1) + 1 == PERIODS) {
+        flag_if(tcpmsg_worker_timer_stop(w, id) != 0); /* from its own callback */
+        flag_if(tcpmsg_worker_timer_stop(w, id) != -ENOENT);
+        (void)tcpmsg_worker_timer_start(w, 20, 0, probe, NULL, NULL); /* well after a period */
+    } else if (atomic_load(&st->ticks) > PERIODS) {
+        atomic_fetch_add(&st->after, 1);
+    }
+}
+
+static void
+timers_start(struct tcpmsg_worker *w, void *user)
+{
+    (void)user;
+    int i = tcpmsg_worker_index(w);
+    flag_if(i < 0 || i >= WORKERS || tcpmsg_worker_server(w) == NULL);
+    if (i < 0 || i >= WORKERS)
+        return;
+    struct wstate *st = &ws[i];
+    st->thread = pthread_self();
+    atomic_fetch_add(&started, 1);
+    uint64_t a = 0, b = 0;
+    flag_if(tcpmsg_worker_timer_start(w, 1, 1, tick, st, &st->tick_id) != 0);
+    flag_if(tcpmsg_worker_timer_start(w, 30, 0, never, &st->cancelled, &a) != 0);
+    flag_if(tcpmsg_worker_timer_stop(w, a) != 0);
+    flag_if(tcpmsg_worker_timer_start(w, -1, 0, never, NULL, &b) != -EINVAL || b != 0);
+    flag_if(tcpmsg_worker_timer_start(w, 1, 0, NULL, NULL, NULL) != -EINVAL);
+    flag_if(st->tick_id == 0 || a == 0 || a == st->tick_id);
+    /* A timer still armed when the worker ends: cancelled, it never fires. */
+    flag_if(tcpmsg_worker_timer_start(w, 3600 * 1000, 0, never, &st->after, NULL) != 0);
+}
+
+static void
+timers_stop(struct tcpmsg_worker *w, void *user)
+{
+    (void)user;
+    flag_if(!pthread_equal(pthread_self(), ws[tcpmsg_worker_index(w)].thread));
+    atomic_fetch_add(&stopped, 1);
+}
+
+START_TEST(worker_timers_run_in_their_worker_and_stop)
+{
+    memset(ws, 0, sizeof ws);
+    atomic_store(&failures, 0);
+    atomic_store(&started, 0);
+    atomic_store(&stopped, 0);
+    struct tcpmsg_handler h = {.on_message = echo,
+                               .on_worker_start = timers_start,
+                               .on_worker_stop = timers_stop};
+    struct tcpmsg_server_config cfg = {.host = "127.0.0.1", .workers = WORKERS};
+    int64_t t0 = tcpmsg_now_ms();
+    struct tcpmsg_server *s = nt_server(&cfg, &h);
+    for (int i = 0; i < WORKERS; i++)
+        ck_assert(wait_for(&ws[i].done, 1));
+    int64_t took = tcpmsg_now_ms() - t0;
+    nt_server_end(s);
+    ck_assert_int_eq(atomic_load(&started), WORKERS);
+    ck_assert_int_eq(atomic_load(&stopped), WORKERS);
+    for (int i = 0; i < WORKERS; i++) {
+        ck_assert_int_eq(atomic_load(&ws[i].ticks), PERIODS);
+        ck_assert_int_eq(atomic_load(&ws[i].after), 0);
+        ck_assert_int_eq(atomic_load(&ws[i].cancelled), 0);
+    }
+    ck_assert_int_eq(atomic_load(&failures), 0);
+    /* 1,000 periods of 1 ms never run early: at least a second. */
+    ck_assert_int_ge(took, PERIODS);
+    /* Outside EVENT, and with nothing: refused with the reason. */
+    ck_assert_int_eq(tcpmsg_worker_timer_start(NULL, 1, 0, never, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(tcpmsg_worker_timer_stop(NULL, 1), -EINVAL);
+    ck_assert_int_eq(tcpmsg_worker_index(NULL), -EINVAL);
+    ck_assert_ptr_null(tcpmsg_worker_server(NULL));
+}
+END_TEST
+
+/* ---- descriptors watched in the loop ----------------------------------------------------- */
+
+static int pipe_rd = -1, regular_fd = -1;
+static struct tcpmsg_conn *listener_conn; /* the one client of the watch test */
+static atomic_int eof_events, watch_calls, opened;
+
+static void
+pipe_ready(struct tcpmsg_worker *w, int fd, int events, void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&watch_calls, 1);
+    flag_if(events != TCPMSG_WATCH_IN || fd != pipe_rd);
+    char buf[256];
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n > 0 && listener_conn) {
+        /* Input read in the loop goes out on a connection, written at the end of the turn. */
+        flag_if(tcpmsg_conn_send(listener_conn, buf, (size_t)n, TCPMSG_FOREVER) != 0);
+    } else if (n == 0) {
+        atomic_fetch_add(&eof_events, 1);
+        flag_if(tcpmsg_worker_unwatch(w, fd) != 0); /* from its own callback */
+        flag_if(tcpmsg_worker_unwatch(w, fd) != -ENOENT);
+        if (listener_conn)
+            (void)tcpmsg_conn_send(listener_conn, "eof", 3, TCPMSG_FOREVER);
+    }
+}
+
+static void
+ignore_ready(struct tcpmsg_worker *w, int fd, int events, void *arg)
+{
+    (void)w, (void)fd, (void)events, (void)arg;
+}
+
+static void
+watch_start(struct tcpmsg_worker *w, void *user)
+{
+    (void)user;
+    flag_if(tcpmsg_worker_watch(w, pipe_rd, TCPMSG_WATCH_IN, ignore_ready, NULL) != 0);
+    /* Watching again changes the callback. */
+    flag_if(tcpmsg_worker_watch(w, pipe_rd, TCPMSG_WATCH_IN, pipe_ready, NULL) != 0);
+    flag_if(tcpmsg_worker_watch(w, regular_fd, TCPMSG_WATCH_IN, ignore_ready, NULL) != -EPERM);
+    flag_if(tcpmsg_worker_watch(w, pipe_rd, 0, ignore_ready, NULL) != -EINVAL);
+    flag_if(tcpmsg_worker_watch(w, pipe_rd, 4, ignore_ready, NULL) != -EINVAL);
+    flag_if(tcpmsg_worker_watch(w, pipe_rd, TCPMSG_WATCH_IN, NULL, NULL) != -EINVAL);
+    flag_if(tcpmsg_worker_watch(w, -1, TCPMSG_WATCH_IN, ignore_ready, NULL) != -EINVAL);
+    flag_if(tcpmsg_worker_unwatch(w, regular_fd) != -ENOENT);
+}
+
+static int
+watch_open(struct tcpmsg_conn *c, void *user)
+{
+    (void)user;
+    listener_conn = c;
+    flag_if(tcpmsg_conn_worker(c) == NULL);
+    atomic_fetch_add(&opened, 1);
+    return 0;
+}
+
+static void
+watch_close(struct tcpmsg_conn *c, int reason, void *user)
+{
+    (void)reason, (void)user;
+    if (listener_conn == c)
+        listener_conn = NULL;
+}
+
+START_TEST(a_watched_pipe_is_read_in_the_loop)
+{
+    atomic_store(&failures, 0);
+    atomic_store(&eof_events, 0);
+    atomic_store(&watch_calls, 0);
+    atomic_store(&opened, 0);
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    ck_assert_int_eq(fcntl(p[0], F_SETFL, O_NONBLOCK), 0);
+    pipe_rd = p[0];
+    char path[] = "/tmp/tcpmsg-watch-XXXXXX";
+    regular_fd = mkstemp(path);
+    ck_assert_int_ge(regular_fd, 0);
+    unlink(path);
+    struct tcpmsg_handler h = {.on_open = watch_open,
+                               .on_message = echo,
+                               .on_close = watch_close,
+                               .on_worker_start = watch_start};
+    struct tcpmsg_server_config cfg = {.host = "127.0.0.1", .workers = 1};
+    struct tcpmsg_server *s = nt_server(&cfg, &h);
+    struct tcpmsg_conn *c = nt_client(s, &length4);
+    ck_assert(wait_for(&opened, 1));
+    char buf[64];
+    /* Each write to the pipe comes back as one frame, in order. */
+    for (int i = 0; i < 100; i++) {
+        char line[32];
+        int n = snprintf(line, sizeof line, "line %d", i);
+        ck_assert_int_eq(write(p[1], line, (size_t)n), n);
+        ck_assert_str_eq(reply(c, buf, sizeof buf), line);
+    }
+    close(p[1]); /* the end: one call with nothing to read, then it is unwatched */
+    ck_assert_str_eq(reply(c, buf, sizeof buf), "eof");
+    int calls = atomic_load(&watch_calls);
+    /* The loop goes on serving the connection, and the pipe is quiet. */
+    ck_assert_int_eq(tcpmsg_conn_send(c, "still here", 10, LONG_WAIT), 0);
+    ck_assert_str_eq(reply(c, buf, sizeof buf), "still here");
+    ck_assert_int_eq(atomic_load(&watch_calls), calls);
+    ck_assert_int_eq(atomic_load(&eof_events), 1);
+    tcpmsg_conn_close(c, LONG_WAIT);
+    nt_server_end(s);
+    ck_assert_int_eq(atomic_load(&failures), 0);
+    close(p[0]);
+    close(regular_fd);
+    ck_assert_int_eq(tcpmsg_worker_watch(NULL, 0, TCPMSG_WATCH_IN, ignore_ready, NULL), -EINVAL);
+    ck_assert_int_eq(tcpmsg_worker_unwatch(NULL, 0), -EINVAL);
+}
+END_TEST
+
+/* ---- pause, resume, on_drain ------------------------------------------------------------ */
+
+/* One worker, two clients: the producer's frames go to the consumer; when the consumer's
+ * output passes output_high the producer is paused, and the consumer's on_drain resumes
+ * it. The consumer reads nothing until the producer has been paused, then everything. */
+#define FRAME (64 * 1024)
+#define FRAMES 1024 /* 64 MiB through the relay */
+#define HIGH (1024 * 1024)
+
+static struct tcpmsg_conn *producer, *consumer;
+static atomic_int pauses, resumes, drains, forwarded;
+static atomic_long max_queued;
+
+static int
+relay_open(struct tcpmsg_conn *c, void *user)
+{
+    (void)c, (void)user;
+    atomic_fetch_add(&opened, 1);
+    return 0;
+}
+
+static int
+relay_message(struct tcpmsg_conn *c, const struct tcpmsg_frame *m, void *user)
+{
+    (void)user;
+    if (m->len == 5 && memcmp(m->data, "hello", 5) == 0) { /* the consumer says who it is */
+        consumer = c;
+        return 0;
+    }
+    if (!producer)
+        producer = c;
+    flag_if(c != producer || !consumer);
+    if (!consumer)
+        return -EPROTO;
+    int r = tcpmsg_conn_send(consumer, m->data, m->len, TCPMSG_FOREVER);
+    if (r < 0)
+        return r;
+    atomic_fetch_add(&forwarded, 1);
+    long q = (long)tcpmsg_conn_output(consumer, NULL);
+    if (q > atomic_load(&max_queued))
+        atomic_store(&max_queued, q);
+    if (q > HIGH) {
+        flag_if(tcpmsg_server_pause(c) != 0);
+        flag_if(tcpmsg_server_pause(c) != 0); /* twice is once */
+        atomic_fetch_add(&pauses, 1);
+    }
+    return 0;
+}
+
+static void
+relay_drain(struct tcpmsg_conn *c, void *user)
+{
+    (void)user;
+    atomic_fetch_add(&drains, 1);
+    if (c == consumer && producer) {
+        flag_if(tcpmsg_server_resume(producer) != 0);
+        atomic_fetch_add(&resumes, 1);
+    }
+}
+
+static void
+relay_close(struct tcpmsg_conn *c, int reason, void *user)
+{
+    (void)user;
+    if (c == consumer)
+        consumer = NULL;
+    if (c == producer) {
+        producer = NULL;
+        flag_if(reason != TCPMSG_EOF);
+    }
+}
+
+struct pushed {
+    struct tcpmsg_conn *c;
+    int sent;
+};
+
+static void *
+push_all(void *arg)
+{
+    struct pushed *p = arg;
+    uint8_t *m = malloc(FRAME);
+    for (int i = 0; i < FRAMES; i++) {
+        nt_fill(m, FRAME, (uint32_t)i);
+        if (tcpmsg_conn_send(p->c, m, FRAME, LONG_WAIT) != 0)
+            break;
+        p->sent++;
+    }
+    free(m);
+    tcpmsg_conn_shutdown(p->c, LONG_WAIT);
+    return NULL;
+}
+
+START_TEST(pause_and_on_drain_carry_backpressure_across_connections)
+{
+    atomic_store(&failures, 0);
+    atomic_store(&opened, 0);
+    atomic_store(&pauses, 0);
+    atomic_store(&resumes, 0);
+    atomic_store(&drains, 0);
+    atomic_store(&forwarded, 0);
+    atomic_store(&max_queued, 0);
+    producer = consumer = NULL;
+    struct tcpmsg_handler h = {.on_open = relay_open,
+                               .on_message = relay_message,
+                               .on_close = relay_close,
+                               .on_drain = relay_drain};
+    struct tcpmsg_server_config cfg = {.host = "127.0.0.1",
+                                       .workers = 1,
+                                       .output_high = 4 * HIGH,
+                                       .output_low = HIGH / 4,
+                                       .idle_timeout_ms = -1,
+                                       .listen = {.sndbuf = 65536}};
+    struct tcpmsg_server *s = nt_server(&cfg, &h);
+    struct tcpmsg_conn *cons = nt_client(s, &length4);
+    ck_assert_int_eq(tcpmsg_conn_send(cons, "hello", 5, LONG_WAIT), 0);
+    ck_assert(wait_for(&opened, 1));
+    struct tcpmsg_conn_opts po = {.recv_buffer = 65536};
+    struct tcpmsg_conn *prod;
+    ck_assert_int_eq(tcpmsg_conn_connect(&prod, "127.0.0.1", nt_service(tcpmsg_server_port(s)),
+                                         &length4, &po, LONG_WAIT),
+                     0);
+    struct pushed p = {prod, 0};
+    struct nt_thread t;
+    nt_start(&t, push_all, &p);
+    /* The producer is paused while the consumer reads nothing. */
+    ck_assert(wait_for(&pauses, 1));
+    int before = atomic_load(&forwarded);
+    uint8_t *want = malloc(FRAME);
+    for (int i = 0; i < FRAMES; i++) {
+        struct tcpmsg_frame f;
+        int r = tcpmsg_conn_recv(cons, &f, LONG_WAIT);
+        ck_assert_msg(r == 0, "frame %d: %s", i, tcpmsg_errname(r));
+        ck_assert_uint_eq(f.len, FRAME);
+        nt_fill(want, FRAME, (uint32_t)i);
+        ck_assert_msg(memcmp(f.data, want, FRAME) == 0, "frame %d differs", i);
+    }
+    free(want);
+    nt_join(&t);
+    ck_assert_int_eq(p.sent, FRAMES);
+    ck_assert_int_eq(atomic_load(&forwarded), FRAMES);
+    ck_assert_int_lt(before, FRAMES); /* it did wait for the consumer */
+    /* The consumer's queue never went far past the watermark: a frame over it at most. */
+    ck_assert_int_le(atomic_load(&max_queued), HIGH + FRAME + 64);
+    ck_assert_int_ge(atomic_load(&resumes), 1);
+    ck_assert_int_ge(atomic_load(&drains), atomic_load(&resumes));
+    tcpmsg_conn_close(prod, LONG_WAIT);
+    tcpmsg_conn_close(cons, LONG_WAIT);
+    nt_server_end(s);
+    ck_assert_int_eq(atomic_load(&failures), 0);
+}
+END_TEST
+
+/* A paused connection is not read (its buffered frames wait) and no idle timeout runs on it;
+ * once resumed, its frames come in order and its idle time starts again. */
+static atomic_int delivered_while_paused, idle_closes;
+static bool is_paused;
+
+static void
+resume_later(struct tcpmsg_conn *c, uint64_t id, void *arg)
+{
+    (void)id, (void)arg;
+    is_paused = false;
+    flag_if(tcpmsg_server_resume(c) != 0);
+    (void)tcpmsg_conn_send(c, "resumed", 7, TCPMSG_FOREVER);
+}
+
+static int
+pause_message(struct tcpmsg_conn *c, const struct tcpmsg_frame *m, void *user)
+{
+    (void)user;
+    if (is_paused)
+        atomic_fetch_add(&delivered_while_paused, 1);
+    if (m->len == 5 && memcmp(m->data, "pause", 5) == 0) {
+        is_paused = true;
+        flag_if(tcpmsg_server_pause(c) != 0);
+        /* Three idle timeouts later (the loop's clock, not the test's). */
+        flag_if(tcpmsg_timer_start(c, 300, 0, resume_later, NULL, NULL) != 0);
+        return 0;
+    }
+    return tcpmsg_conn_send(c, m->data, m->len, TCPMSG_FOREVER);
+}
+
+static void
+pause_close(struct tcpmsg_conn *c, int reason, void *user)
+{
+    (void)c, (void)user;
+    if (reason == TCPMSG_EIDLE)
+        atomic_fetch_add(&idle_closes, 1);
+}
+
+START_TEST(a_paused_connection_waits_and_is_not_idle)
+{
+    atomic_store(&failures, 0);
+    atomic_store(&delivered_while_paused, 0);
+    atomic_store(&idle_closes, 0);
+    is_paused = false;
+    struct tcpmsg_handler h = {.on_message = pause_message, .on_close = pause_close};
+    struct tcpmsg_server_config cfg = {.host = "127.0.0.1", .workers = 1,
+                                       .idle_timeout_ms = 100};
+    struct tcpmsg_server *s = nt_server(&cfg, &h);
+    struct tcpmsg_conn *c = nt_client(s, &length4);
+    /* The pause, then two frames that arrive with it or soon after. */
+    ck_assert_int_eq(tcpmsg_conn_send(c, "pause", 5, TCPMSG_NOWAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_send(c, "one", 3, TCPMSG_NOWAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_send(c, "two", 3, LONG_WAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_flush(c, LONG_WAIT), 0);
+    char buf[64];
+    ck_assert_str_eq(reply(c, buf, sizeof buf), "resumed"); /* not closed as idle meanwhile */
+    ck_assert_str_eq(reply(c, buf, sizeof buf), "one");
+    ck_assert_str_eq(reply(c, buf, sizeof buf), "two");
+    ck_assert_int_eq(atomic_load(&delivered_while_paused), 0);
+    ck_assert_int_eq(atomic_load(&idle_closes), 0);
+    /* Silent from now on: the idle timeout applies again. */
+    struct tcpmsg_frame f;
+    ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), TCPMSG_EOF);
+    ck_assert(wait_for(&idle_closes, 1));
+    tcpmsg_conn_close(c, LONG_WAIT);
+    nt_server_end(s);
+    ck_assert_int_eq(atomic_load(&failures), 0);
+}
+END_TEST
+
+/* ---- the other models ---------------------------------------------------------------------- */
+
+static atomic_int other_answers; /* each call's result, checked in the test thread */
+static atomic_int other_pause, other_resume, other_worker_null;
+
+static int
+other_message(struct tcpmsg_conn *c, const struct tcpmsg_frame *m, void *user)
+{
+    (void)user;
+    atomic_store(&other_pause, tcpmsg_server_pause(c));
+    atomic_store(&other_resume, tcpmsg_server_resume(c));
+    atomic_store(&other_worker_null, tcpmsg_conn_worker(c) == NULL);
+    atomic_fetch_add(&other_answers, 1);
+    return tcpmsg_conn_send(c, m->data, m->len, TCPMSG_FOREVER);
+}
+
+START_TEST(the_blocking_models_say_not_supported)
+{
+    enum tcpmsg_model ms[] = {TCPMSG_MODEL_ITERATIVE, TCPMSG_MODEL_THREAD};
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
+        atomic_store(&other_answers, 0);
+        struct tcpmsg_handler h = {.on_message = other_message};
+        struct tcpmsg_server_config cfg = {.host = "127.0.0.1", .model = ms[i]};
+        struct tcpmsg_server *s = nt_server(&cfg, &h);
+        struct tcpmsg_conn *c = nt_client(s, &length4);
+        char buf[16];
+        ck_assert_int_eq(tcpmsg_conn_send(c, "x", 1, LONG_WAIT), 0);
+        ck_assert_str_eq(reply(c, buf, sizeof buf), "x");
+        ck_assert_int_eq(atomic_load(&other_answers), 1);
+        ck_assert_int_eq(atomic_load(&other_pause), -ENOTSUP);
+        ck_assert_int_eq(atomic_load(&other_resume), -ENOTSUP);
+        ck_assert_int_eq(atomic_load(&other_worker_null), 1);
+        tcpmsg_conn_close(c, LONG_WAIT);
+        nt_server_end(s);
+    }
+    ck_assert_int_eq(tcpmsg_server_pause(NULL), -EINVAL);
+    ck_assert_int_eq(tcpmsg_server_resume(NULL), -EINVAL);
+    ck_assert_ptr_null(tcpmsg_conn_worker(NULL));
+}
+END_TEST
+
+int
+main(void)
+{
+    tcpmsg_codec_init_length(&length4, NULL);
+    Suite *s = suite_create("loop");
+    TCase *t = tcase_create("loop");
+    tcase_add_checked_fixture(t, nt_fd_setup, nt_fd_teardown);
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, worker_timers_run_in_their_worker_and_stop);
+    tcase_add_test(t, a_watched_pipe_is_read_in_the_loop);
+    tcase_add_test(t, pause_and_on_drain_carry_backpressure_across_connections);
+    tcase_add_test(t, a_paused_connection_waits_and_is_not_idle);
+    tcase_add_test(t, the_blocking_models_say_not_supported);
+    suite_add_tcase(s, t);
+    return tu_run(s);
+}
