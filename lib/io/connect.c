@@ -3,13 +3,13 @@
 
 #include "io_internal.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define DEFAULT_ATTEMPT_DELAY_MS 250
-#define MAX_INFLIGHT 16
 
 /* Starts a non-blocking connect to a. Returns the fd (connected or in progress, *done tells
  * which) or a negated errno. */
@@ -67,6 +67,103 @@ finish_winner(int fd)
     return fd;
 }
 
+void
+tcpmsg__he_begin(struct tcpmsg__he *he, const struct tcpmsg_addr *addrs, size_t n,
+                 const struct tcpmsg_connect_opts *opts)
+{
+    memset(he, 0, sizeof *he);
+    he->addrs = addrs;
+    he->n = n;
+    he->opts = *opts;
+    he->delay = opts->attempt_delay_ms == 0 ? DEFAULT_ATTEMPT_DELAY_MS : opts->attempt_delay_ms;
+}
+
+/* An attempt failed with err: forgotten, and the next address may start at once. */
+static void
+he_failed(struct tcpmsg__he *he, size_t i, int err)
+{
+    if (!he->first_err)
+        he->first_err = err;
+    tcpmsg__close_quietly(he->fds[i].fd);
+    he->fds[i] = he->fds[--he->npend];
+    he->next_start = 0;
+}
+
+int
+tcpmsg__he_advance(struct tcpmsg__he *he, int wait_ms)
+{
+    /* Start the next attempt when nothing is pending, or when the delay is over. */
+    for (;;) {
+        bool may_start = he->next < he->n && he->npend < TCPMSG__HE_INFLIGHT &&
+                         (he->npend == 0 || (he->delay > 0 && tcpmsg_now_ms() >= he->next_start));
+        if (!may_start)
+            break;
+        const struct tcpmsg_addr *a = &he->addrs[he->next++];
+        if (tcpmsg_addr_family(a) == 0) {
+            if (!he->first_err)
+                he->first_err = -EAFNOSUPPORT;
+            continue;
+        }
+        bool done;
+        int fd = start_attempt(a, &he->opts, &done);
+        if (fd >= 0 && done) {
+            tcpmsg__he_abort(he);
+            return fd;
+        }
+        if (fd < 0) {
+            if (!he->first_err)
+                he->first_err = fd;
+            he->next_start = 0;
+            continue; /* failed at once: the next address starts now */
+        }
+        he->fds[he->npend++] = (struct pollfd){.fd = fd, .events = POLLOUT};
+        he->next_start = he->delay > 0 ? tcpmsg_now_ms() + he->delay : 0;
+    }
+    if (he->npend == 0)
+        return he->first_err ? he->first_err : -ECONNREFUSED; /* every address failed */
+    int r = poll(he->fds, he->npend, wait_ms);
+    if (r < 0)
+        return errno == EINTR ? TCPMSG__HE_PENDING : -errno;
+    for (size_t i = 0; r > 0 && i < he->npend;) {
+        if (!he->fds[i].revents) {
+            i++;
+            continue;
+        }
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(he->fds[i].fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err == 0) {
+            int fd = he->fds[i].fd;
+            he->fds[i] = he->fds[--he->npend];
+            tcpmsg__he_abort(he);
+            return fd;
+        }
+        he_failed(he, i, -err);
+    }
+    if (he->npend == 0 && he->next >= he->n)
+        return he->first_err ? he->first_err : -ECONNREFUSED;
+    return TCPMSG__HE_PENDING;
+}
+
+int64_t
+tcpmsg__he_next_start(const struct tcpmsg__he *he)
+{
+    if (he->next >= he->n || he->npend >= TCPMSG__HE_INFLIGHT)
+        return INT64_MAX;
+    if (he->npend == 0 || he->next_start == 0)
+        return 0;
+    return he->delay > 0 ? he->next_start : INT64_MAX;
+}
+
+void
+tcpmsg__he_abort(struct tcpmsg__he *he)
+{
+    for (size_t i = 0; i < he->npend; i++)
+        tcpmsg__close_quietly(he->fds[i].fd);
+    he->npend = 0;
+}
+
 int
 tcpmsg_sock_connect_addr(const struct tcpmsg_addr *addrs, size_t n,
                          const struct tcpmsg_connect_opts *opts, int64_t deadline)
@@ -76,105 +173,34 @@ tcpmsg_sock_connect_addr(const struct tcpmsg_addr *addrs, size_t n,
         opts = &defaults;
     if (!addrs || n == 0 || opts->sndbuf < 0 || opts->rcvbuf < 0)
         return -EINVAL;
-    const int64_t delay =
-        opts->attempt_delay_ms == 0 ? DEFAULT_ATTEMPT_DELAY_MS : opts->attempt_delay_ms;
-
-    struct pollfd pend[MAX_INFLIGHT];
-    size_t npend = 0, next = 0;
-    int first_err = 0, winner = -1;
-    int64_t next_start = 0; /* when the next attempt may start (0: at once) */
-
-    for (;;) {
-        /* Start the next attempt when nothing is pending, or when the delay is over. */
-        bool may_start = next < n && npend < MAX_INFLIGHT &&
-                         (npend == 0 || (delay > 0 && tcpmsg_now_ms() >= next_start));
-        if (may_start) {
-            if (deadline >= 0 && tcpmsg_deadline_left(deadline) == 0 && npend == 0 && next > 0) {
-                first_err = -ETIMEDOUT;
-                break;
-            }
-            if (tcpmsg_addr_family(&addrs[next]) == 0) {
-                if (!first_err)
-                    first_err = -EAFNOSUPPORT;
-                next++;
-                continue;
-            }
-            bool done;
-            int fd = start_attempt(&addrs[next++], opts, &done);
-            if (fd >= 0 && done) {
-                winner = fd;
-                break;
-            }
-            if (fd < 0) {
-                if (!first_err)
-                    first_err = fd;
-                next_start = 0;
-                continue; /* failed at once: the next address starts now */
-            }
-            pend[npend++] = (struct pollfd){.fd = fd, .events = POLLOUT};
-            next_start = delay > 0 ? tcpmsg_now_ms() + delay : 0;
-            continue;
+    struct tcpmsg__he he;
+    tcpmsg__he_begin(&he, addrs, n, opts);
+    for (int first = 1;; first = 0) {
+        if (!first && tcpmsg_deadline_left(deadline) == 0) {
+            tcpmsg__he_abort(&he);
+            return -ETIMEDOUT; /* a timeout beats every other reason */
         }
-        if (npend == 0)
-            break; /* every address failed */
-
-        int64_t until = deadline;
-        if (next < n && delay > 0 && npend < MAX_INFLIGHT)
-            until = tcpmsg_deadline_min(deadline, next_start);
-        int r = poll(pend, npend, tcpmsg_deadline_left(until));
-        if (r < 0 && errno != EINTR) {
-            first_err = -errno;
-            break;
-        }
-        if (r == 0 && until == deadline) {
-            first_err = -ETIMEDOUT; /* a timeout beats every other reason */
-            break;
-        }
-        for (size_t i = 0; r > 0 && i < npend;) {
-            if (!pend[i].revents) {
-                i++;
-                continue;
-            }
-            int err = 0;
-            socklen_t len = sizeof err;
-            if (getsockopt(pend[i].fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-                err = errno;
-            if (err == 0) {
-                winner = pend[i].fd;
-                pend[i] = pend[--npend];
-                break;
-            }
-            /* This address failed: forget it, and let the next one start at once. */
-            if (!first_err)
-                first_err = -err;
-            tcpmsg__close_quietly(pend[i].fd);
-            pend[i] = pend[--npend];
-            next_start = 0;
-        }
-        if (winner >= 0)
-            break;
+        int64_t until = deadline, next = tcpmsg__he_next_start(&he);
+        if (next != INT64_MAX && next != 0)
+            until = tcpmsg_deadline_min(deadline, next);
+        int r = tcpmsg__he_advance(&he, first ? 0 : tcpmsg_deadline_left(until));
+        if (r >= 0)
+            return finish_winner(r);
+        if (r != TCPMSG__HE_PENDING)
+            return r;
     }
-    for (size_t i = 0; i < npend; i++)
-        tcpmsg__close_quietly(pend[i].fd);
-    if (winner >= 0)
-        return finish_winner(winner);
-    return first_err ? first_err : -ECONNREFUSED;
 }
 
 int
-tcpmsg_sock_connect(const char *host, const char *service, const struct tcpmsg_connect_opts *opts,
-                    int64_t deadline)
+tcpmsg__resolve_ordered(const char *host, const char *service, enum tcpmsg_family family,
+                        struct tcpmsg_addr *out, int cap)
 {
-    static const struct tcpmsg_connect_opts defaults;
-    if (!opts)
-        opts = &defaults;
-    if (!service || service[0] == '\0')
-        return -EINVAL; /* there is no port 0 to connect to */
-    struct tcpmsg_addr a[16], order[16];
-    int n = tcpmsg_addr_resolve(host, service, opts->family, 0, a, 16);
-    if (n < 0)
+    struct tcpmsg_addr a[16];
+    if (cap > 16)
+        cap = 16;
+    int n = tcpmsg_addr_resolve(host, service, family, 0, a, cap);
+    if (n <= 0)
         return n;
-
     /* RFC 8305 section 4: keep the resolver's preference, but alternate families, starting
      * with the family of the preferred address, so that a broken IPv6 path costs one
      * attempt delay and not one per IPv6 address. */
@@ -191,8 +217,24 @@ tcpmsg_sock_connect(const char *host, const char *service, const struct tcpmsg_c
         if (pick < 0)
             break; /* never: k < n of the n addresses are used */
         used[pick] = true;
-        order[k] = a[pick];
+        out[k] = a[pick];
         want = want == TCPMSG_FAMILY_V6 ? TCPMSG_FAMILY_V4 : TCPMSG_FAMILY_V6;
     }
+    return n;
+}
+
+int
+tcpmsg_sock_connect(const char *host, const char *service, const struct tcpmsg_connect_opts *opts,
+                    int64_t deadline)
+{
+    static const struct tcpmsg_connect_opts defaults;
+    if (!opts)
+        opts = &defaults;
+    if (!service || service[0] == '\0')
+        return -EINVAL; /* there is no port 0 to connect to */
+    struct tcpmsg_addr order[16];
+    int n = tcpmsg__resolve_ordered(host, service, opts->family, order, 16);
+    if (n < 0)
+        return n;
     return tcpmsg_sock_connect_addr(order, (size_t)n, opts, deadline);
 }

@@ -3,8 +3,11 @@
 #define TCPMSG_IO_INTERNAL_H
 
 #include <errno.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+#include "tcpmsg/sock.h"
 
 /* Closes fd without disturbing errno (cleanup paths report the first error, not close's). */
 void tcpmsg__close_quietly(int fd);
@@ -26,6 +29,35 @@ struct tcpmsg__nosigpipe {
 };
 void tcpmsg__nosigpipe_enter(struct tcpmsg__nosigpipe *g);
 void tcpmsg__nosigpipe_leave(struct tcpmsg__nosigpipe *g);
+
+/* Happy Eyeballs (RFC 8305) without blocking: the attempts of one connect, advanced by the
+ * caller, who waits (poll, or an event loop) between the steps. Pending attempts are
+ * non-blocking sockets in fds[0..npend) waiting for POLLOUT. */
+#define TCPMSG__HE_INFLIGHT 16
+#define TCPMSG__HE_PENDING (-EINPROGRESS) /* never a final result: those are other errors */
+struct tcpmsg__he {
+    const struct tcpmsg_addr *addrs; /* the caller's, tried in order */
+    size_t n, next;
+    struct tcpmsg_connect_opts opts;
+    int64_t delay, next_start;
+    struct pollfd fds[TCPMSG__HE_INFLIGHT];
+    size_t npend;
+    int first_err;
+};
+void tcpmsg__he_begin(struct tcpmsg__he *he, const struct tcpmsg_addr *addrs, size_t n,
+                      const struct tcpmsg_connect_opts *opts);
+/* Starts the attempts that may start now, waits up to wait_ms (0: not at all) for pending
+ * ones and looks at them. Returns the winner's fd (non-blocking; the others are closed),
+ * TCPMSG__HE_PENDING (call again: when a pending fd is writable, or at next_start), or the
+ * error once every address failed (the first one's, as tcpmsg_sock_connect says). */
+int tcpmsg__he_advance(struct tcpmsg__he *he, int wait_ms);
+/* When the next attempt may start (tcpmsg_now_ms), 0: now, INT64_MAX: none is due. */
+int64_t tcpmsg__he_next_start(const struct tcpmsg__he *he);
+/* Closes the pending attempts. */
+void tcpmsg__he_abort(struct tcpmsg__he *he);
+/* Resolves host/service into at most cap addresses, interleaved by family (RFC 8305). */
+int tcpmsg__resolve_ordered(const char *host, const char *service, enum tcpmsg_family family,
+                            struct tcpmsg_addr *out, int cap);
 
 /* Maps a getaddrinfo() error (with errno for EAI_SYSTEM) to the library's codes. */
 int tcpmsg__eai_error(int eai, int saved_errno);
