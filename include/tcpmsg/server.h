@@ -156,6 +156,9 @@ struct tcpmsg_server_config {
                                     SO_REUSEPORT listener, after checking that no other
                                     socket holds the port (-EADDRINUSE); reuseport set
                                     here skips the check: other processes may share */
+    bool no_listener;            /* EVENT: no listening socket at all (host and port are
+                                    ignored): a pure client, whose connections all come from
+                                    tcpmsg_worker_dial; tcpmsg_server_port says -ENOTCONN */
     const struct tcpmsg_tls_config *tls; /* serve TLS only, configured so (read at create;
                                     the context is made before any worker forks, so
                                     sessions resume across workers) [NULL: plain TCP] */
@@ -374,6 +377,52 @@ typedef void (*tcpmsg_watch_fn)(struct tcpmsg_worker *w, int fd, int events, voi
 TCPMSG_API int tcpmsg_worker_watch(struct tcpmsg_worker *w, int fd, int events, tcpmsg_watch_fn fn,
                                    void *arg);
 TCPMSG_API int tcpmsg_worker_unwatch(struct tcpmsg_worker *w, int fd);
+
+/* Options of an outbound connection; zero-initialised fields take the default in brackets. */
+struct tcpmsg_dial_opts {
+    int connect_timeout_ms; /* one deadline over every address of an attempt [10000] */
+    int attempt_delay_ms;   /* Happy Eyeballs: the next address starts this long after the
+                               previous one if that one has not answered [250] */
+    bool reconnect;         /* dial again after a failure or after the connection ended, until
+                               tcpmsg_worker_dial_stop or the server's stop [no: once] */
+    int backoff_initial_ms; /* reconnect: the first wait [100] ... */
+    int backoff_max_ms;     /* ... doubled after each failure up to this [30000]; each wait is
+                               drawn between half of it and all of it (jitter) */
+    int healthy_ms;         /* reconnect: the waits start over from backoff_initial_ms only
+                               after a connection stayed open this long [10000]; one that
+                               ended sooner (a server that accepts and closes at once) counts
+                               as a failure, so the waits go on doubling */
+    /* Optional: the dialler is down: an attempt failed (no connection was opened: no
+     * on_open, no on_close), reason -ECONNREFUSED, -ETIMEDOUT, -ENETUNREACH,
+     * -EHOSTUNREACH, a resolver error (TCPMSG_EAI_*), on_open's refusal; or the connection
+     * it opened ended (after its on_close), reason on_close's. retry_ms: when the next
+     * attempt starts, -1 when none will (then the dialler is gone, its id unknown). In the
+     * worker's thread; a place to log "reconnecting in ...". */
+    void (*on_down)(struct tcpmsg_worker *w, uint64_t id, int reason, int64_t retry_ms,
+                    void *arg);
+    void *arg; /* on_down's */
+};
+
+/*
+ * tcpmsg_worker_dial - opens a connection from the worker to host:port, served by the
+ * server's handler like the accepted ones (on_open once connected, on_message, on_close
+ * with the reason), with every address tried under one deadline (Happy Eyeballs, as
+ * tcpmsg_sock_connect), and with .reconnect dialled again after each failure or end, with
+ * exponential back-off and jitter. The name is resolved in the worker's thread at each
+ * attempt (a numeric address or a name in /etc/hosts does not wait; a DNS name may block
+ * the loop for the resolver's time). Plain TCP (TLS is not offered on dialled connections
+ * yet). The dialler's id (never 0) goes to *id. Returns 0 (the outcome comes later, in the
+ * callbacks), -EINVAL (w, host or port NULL, port empty, a negative time), -ENOMEM,
+ * -ESHUTDOWN (the server is stopping).
+ * tcpmsg_worker_dial_stop - no more attempts: a pending one is abandoned, an open
+ * connection stays open (drop it with tcpmsg_server_drop) and is not dialled again once it
+ * ends. 0, or -ENOENT.
+ * tcpmsg_conn_dial_id - the id of the dialler that opened c; 0 for an accepted connection.
+ */
+TCPMSG_API int tcpmsg_worker_dial(struct tcpmsg_worker *w, const char *host, const char *port,
+                                  const struct tcpmsg_dial_opts *opts, uint64_t *id);
+TCPMSG_API int tcpmsg_worker_dial_stop(struct tcpmsg_worker *w, uint64_t id);
+TCPMSG_API uint64_t tcpmsg_conn_dial_id(const struct tcpmsg_conn *c);
 
 /* tcpmsg_server_stats - copies the counters. */
 TCPMSG_API void tcpmsg_server_stats(const struct tcpmsg_server *s,

@@ -22,13 +22,16 @@
 #define TAG_LISTEN ((void *)1)
 #define TAG_WAKE ((void *)2)
 #define TAG_POST ((void *)3)
-/* A watched descriptor's entry is tagged with its low bit (entries are malloc'ed). */
-#define WATCH_TAG(wt) ((void *)((uintptr_t)(wt) | 1))
-#define IS_WATCH(tag) ((uintptr_t)(tag) > 3 && ((uintptr_t)(tag)&1))
-#define WATCH_OF(tag) ((struct watch *)((uintptr_t)(tag) & ~(uintptr_t)1))
+/* A watched descriptor's entry and a dialler are tagged with the low bit (they are
+ * malloc'ed), and say which they are in their first byte. */
+#define TAG_OF(p) ((void *)((uintptr_t)(p) | 1))
+#define IS_TAGGED(tag) ((uintptr_t)(tag) > 3 && ((uintptr_t)(tag)&1))
+#define UNTAG(tag) ((void *)((uintptr_t)(tag) & ~(uintptr_t)1))
+enum { KIND_WATCH = 1, KIND_DIAL = 2 };
 
 /* A caller's descriptor watched in the loop (tcpmsg_worker_watch). */
 struct watch {
+    uint8_t kind; /* KIND_WATCH */
     int fd, events;
     tcpmsg_watch_fn fn;
     void *arg;
@@ -81,7 +84,9 @@ struct econn {
     struct econn *prev, *next;
     bool pending; /* on the worker's pending list */
     struct econn *next_pending;
-    uint32_t slot; /* in the worker's registry */
+    uint32_t slot;     /* in the worker's registry */
+    struct dial *dial; /* the dialler that opened it (NULL: accepted) */
+    int refusal;       /* why it was refused (on_open's code, a handshake's failure) */
 };
 
 struct tcpmsg_worker {
@@ -99,6 +104,9 @@ struct tcpmsg_worker {
                                      its own */
     struct tcpmsg__served wsv;    /* the owner of its own timers (c NULL) */
     struct watch *watches;
+    struct dial *dials;
+    uint64_t rng; /* the diallers' jitter (xorshift) */
+    bool stopping;
     pthread_t thread;
     int index;
     /* Posts from other threads: a queue under mu, an eventfd written when it stops being
@@ -118,7 +126,11 @@ struct tcpmsg__event_run {
     int n;
 };
 
+struct dial;
+static void dials_stop(struct tcpmsg_worker *w);
 static void watch_ready(struct tcpmsg_worker *w, struct watch *wt, uint32_t got);
+static void dial_ready(struct dial *d);
+static void dial_conn_ended(struct dial *d, int reason);
 static void reap_watches(struct tcpmsg_worker *w);
 
 /* Gives e a registry entry and its handle; false when out of memory or of slots. */
@@ -243,7 +255,11 @@ destroy_conn(struct tcpmsg_worker *w, struct econn *e, bool reset)
     if (e->next)
         e->next->prev = e->prev;
     w->nconns--;
+    struct dial *d = e->dial;
+    int why = e->closing ? e->closing : e->refusal;
     free(e);
+    if (d)
+        dial_conn_ended(d, why);
 }
 
 /* ---- deadlines: one timer per connection, on the worker's heap --------------------------
@@ -342,6 +358,15 @@ begin_close(struct tcpmsg_worker *w, struct econn *e, int reason)
 /* Finishes what can be finished now: a closing connection whose output is written (or that
  * can write no more) is closed. Returns true when e was destroyed. */
 static void pump(struct tcpmsg_worker *w, struct econn *e);
+
+/* Before a write: whether e's output is above output_low, so that a drain below it is seen
+ * even when the write takes everything at once (the edge must not fall between two looks). */
+static void
+note_output(const struct tcpmsg_worker *w, struct econn *e)
+{
+    if (tcpmsg_conn_output(e->c, NULL) > w->s->cfg.output_low)
+        e->above_low = true;
+}
 
 /* on_drain, once each time e's output falls back to output_low after being above it. */
 static void
@@ -455,6 +480,7 @@ pump(struct tcpmsg_worker *w, struct econn *e)
     }
     if (e->sv.drop)
         return; /* reset at the end of the turn, output discarded */
+    note_output(w, e);
     int fr = tcpmsg_conn_flush(e->c, TCPMSG_NOWAIT);
     if (!reason && fr < 0 && fr != -ETIMEDOUT)
         reason = fr;
@@ -469,6 +495,7 @@ refuse(struct tcpmsg_worker *w, struct econn *e, int reason)
 {
     atomic_fetch_add(&w->s->n->refused, 1);
     tcpmsg__log(w->s, TCPMSG_EV_REFUSED, reason, e->fd);
+    e->refusal = reason;
     destroy_conn(w, e, false);
 }
 
@@ -521,6 +548,54 @@ handshake(struct tcpmsg_worker *w, struct econn *e)
         refuse(w, e, -EIO);
 }
 
+/* A connected socket becomes one of w's connections (registered, watched by epoll, on its
+ * list), or NULL (fd closed). Its socket stays blocking: with TCPMSG_NOWAIT every call of
+ * the connection uses MSG_DONTWAIT, which saves two fcntl calls per connection. */
+static struct econn *
+adopt(struct tcpmsg_worker *w, int fd)
+{
+    struct tcpmsg_server *s = w->s;
+    struct tcpmsg_conn_opts o = tcpmsg__conn_opts(s);
+    struct econn *e = calloc(1, sizeof *e);
+    if (!e || tcpmsg_conn_open(&e->c, fd, &s->codec, &o) < 0) {
+        free(e);
+        tcpmsg_sock_close(fd);
+        return NULL;
+    }
+    e->fd = fd;
+    e->w = w;
+    tcpmsg__timer_init(&e->deadline.node);
+    e->deadline = (struct tcpmsg__utimer){
+        .node = e->deadline.node, .fn = deadline_due, .arg = e, .sv = &e->sv, .internal = true};
+    e->sv.dropped = dropped;
+    e->sv.flow = econn_flow;
+    e->sv.worker = w;
+    e->sv.c = e->c;
+    e->sv.heap = &w->timers;
+    if (!register_conn(w, e)) {
+        tcpmsg_conn_close(e->c, TCPMSG_NOWAIT);
+        free(e);
+        return NULL;
+    }
+    tcpmsg__conn_hook(e->c, wake, e);
+    tcpmsg__conn_short_reads(e->c, true); /* level-triggered: safe */
+    e->last_rx = tcpmsg_now_ms();
+    e->events = EPOLLIN;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = e};
+    if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        unregister_conn(w, e);
+        tcpmsg_conn_close(e->c, TCPMSG_NOWAIT);
+        free(e);
+        return NULL;
+    }
+    e->next = w->conns;
+    if (w->conns)
+        w->conns->prev = e;
+    w->conns = e;
+    w->nconns++;
+    return e;
+}
+
 static void
 accept_some(struct tcpmsg_worker *w)
 {
@@ -544,49 +619,11 @@ accept_some(struct tcpmsg_worker *w)
         atomic_fetch_add(&s->n->accepted, 1);
         if (!tcpmsg__admit(s, fd))
             continue;
-        /* The socket stays blocking: with TCPMSG_NOWAIT every call of the connection uses
-         * MSG_DONTWAIT, which saves two fcntl calls per connection. */
-        struct tcpmsg_conn_opts o = tcpmsg__conn_opts(s);
-        struct econn *e = calloc(1, sizeof *e);
-        if (!e || tcpmsg_conn_open(&e->c, fd, &s->codec, &o) < 0) {
-            free(e);
-            tcpmsg_sock_close(fd);
+        struct econn *e = adopt(w, fd);
+        if (!e) {
             atomic_fetch_sub(&s->n->active, 1);
             continue;
         }
-        e->fd = fd;
-        e->w = w;
-        tcpmsg__timer_init(&e->deadline.node);
-        e->deadline = (struct tcpmsg__utimer){
-            .node = e->deadline.node, .fn = deadline_due, .arg = e, .sv = &e->sv, .internal = true};
-        e->sv.dropped = dropped;
-        e->sv.flow = econn_flow;
-        e->sv.worker = w;
-        e->sv.c = e->c;
-        e->sv.heap = &w->timers;
-        if (!register_conn(w, e)) {
-            tcpmsg_conn_close(e->c, TCPMSG_NOWAIT);
-            free(e);
-            atomic_fetch_sub(&s->n->active, 1);
-            continue;
-        }
-        tcpmsg__conn_hook(e->c, wake, e);
-        tcpmsg__conn_short_reads(e->c, true); /* level-triggered: safe */
-        e->last_rx = tcpmsg_now_ms();
-        e->events = EPOLLIN;
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = e};
-        if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
-            unregister_conn(w, e);
-            tcpmsg_conn_close(e->c, TCPMSG_NOWAIT);
-            free(e);
-            atomic_fetch_sub(&s->n->active, 1);
-            continue;
-        }
-        e->next = w->conns;
-        if (w->conns)
-            w->conns->prev = e;
-        w->conns = e;
-        w->nconns++;
         if (s->tls) {
             /* The handshake first: on_open comes once it has completed (handshake()). */
             struct tcpmsg_tls_params p = {.ctx = s->tls};
@@ -620,6 +657,7 @@ run_pending(struct tcpmsg_worker *w)
             continue;
         }
         if (!e->closing) {
+            note_output(w, e);
             int r = tcpmsg_conn_flush(e->c, TCPMSG_NOWAIT);
             if (r < 0 && r != -ETIMEDOUT)
                 begin_close(w, e, r);
@@ -761,6 +799,8 @@ worker_main(void *arg)
             /* Stop accepting; frames already received are handled, replies written, then
              * every connection ends (-ESHUTDOWN). */
             stopping = true;
+            w->stopping = true;
+            dials_stop(w); /* no more attempts; open connections end with the others */
             drain_end = now + s->cfg.drain_ms;
             epoll_ctl(w->ep, EPOLL_CTL_DEL, w->lfd, NULL);
             epoll_ctl(w->ep, EPOLL_CTL_DEL, s->wakefd, NULL); /* readable for ever now */
@@ -802,8 +842,12 @@ worker_main(void *arg)
                 deliver_posts(w);
                 continue;
             }
-            if (IS_WATCH(tag)) {
-                watch_ready(w, WATCH_OF(tag), ev[i].events);
+            if (IS_TAGGED(tag)) {
+                const uint8_t *kind = UNTAG(tag);
+                if (*kind == KIND_WATCH)
+                    watch_ready(w, UNTAG(tag), ev[i].events);
+                else
+                    dial_ready(UNTAG(tag));
                 continue;
             }
             struct econn *e = tag;
@@ -815,6 +859,7 @@ worker_main(void *arg)
                 (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
                 pump(w, e);
             else if (ev[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+                note_output(w, e);
                 int r = tcpmsg_conn_flush(e->c, TCPMSG_NOWAIT);
                 if (r < 0 && r != -ETIMEDOUT)
                     begin_close(w, e, r);
@@ -835,6 +880,7 @@ worker_main(void *arg)
             begin_close(w, w->conns, -ESHUTDOWN);
         destroy_conn(w, w->conns, true);
     }
+    dials_stop(w);
     if (s->h.on_worker_stop)
         s->h.on_worker_stop(w, s->h.user);
     tcpmsg__timers_cancel(&w->wsv);
@@ -900,12 +946,12 @@ tcpmsg_worker_watch(struct tcpmsg_worker *w, int fd, int events, tcpmsg_watch_fn
 {
     if (!w || !fn || fd < 0 || events == 0 || (events & ~(TCPMSG_WATCH_IN | TCPMSG_WATCH_OUT)) != 0)
         return -EINVAL;
-    if (fd == w->ep || fd == w->lfd || fd == w->postfd || fd == w->s->wakefd)
+    if (fd == w->ep || (w->lfd >= 0 && fd == w->lfd) || fd == w->postfd || fd == w->s->wakefd)
         return -EEXIST;
     struct watch *wt = find_watch(w, fd);
     struct epoll_event ev = {.events = epoll_events(events)};
     if (wt) {
-        ev.data.ptr = WATCH_TAG(wt);
+        ev.data.ptr = TAG_OF(wt);
         if (epoll_ctl(w->ep, EPOLL_CTL_MOD, fd, &ev) < 0)
             return -errno;
         wt->events = events;
@@ -916,8 +962,8 @@ tcpmsg_worker_watch(struct tcpmsg_worker *w, int fd, int events, tcpmsg_watch_fn
     wt = malloc(sizeof *wt);
     if (!wt)
         return -ENOMEM;
-    *wt = (struct watch){fd, events, fn, arg, false, w->watches};
-    ev.data.ptr = WATCH_TAG(wt);
+    *wt = (struct watch){KIND_WATCH, fd, events, fn, arg, false, w->watches};
+    ev.data.ptr = TAG_OF(wt);
     if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
         int r = -errno; /* EPERM: a regular file; EEXIST: one of the connections' */
         free(wt);
@@ -954,6 +1000,307 @@ watch_ready(struct tcpmsg_worker *w, struct watch *wt, uint32_t got)
         wt->fn(w, wt->fd, ready, wt->arg);
 }
 
+/* ---- outbound connections (tcpmsg_worker_dial) -------------------------------------------
+ * A dialler resolves its name, runs Happy Eyeballs over the addresses (tcpmsg__he: the
+ * pending attempts are in the worker's epoll, tagged with the dialler, and its timer wakes it
+ * for the next address and at the deadline), and adopts the winner as a connection of the
+ * worker. With reconnect, a failure or an end schedules the next attempt after a jittered
+ * wait that doubles up to the maximum; only a connection that stayed open healthy_ms starts
+ * the waits over (never a bare connect: a server that accepts and closes at once gets
+ * exponentially fewer attempts, not a storm). */
+
+static _Atomic uint64_t last_dial_id;
+
+struct dial {
+    uint8_t kind; /* KIND_DIAL */
+    uint64_t id;
+    struct tcpmsg_worker *w;
+    char host[256], port[64];
+    struct tcpmsg_dial_opts o;
+    struct tcpmsg_addr addrs[16];
+    struct tcpmsg__he he;
+    int watched[TCPMSG__HE_INFLIGHT]; /* the attempts' fds in epoll */
+    size_t nwatched;
+    bool connecting, stopped;
+    bool telling; /* in on_down: a dial_stop there is carried out after it */
+    int64_t deadline, backoff, opened_at;
+    struct econn *conn;
+    struct tcpmsg__utimer timer; /* the next address, the deadline, or the next attempt */
+    struct dial *next;
+};
+
+/* Keeps epoll in step with the pending attempts: new ones are added; those that ended were
+ * closed (which took them out of epoll). */
+static void
+dial_sync(struct dial *d)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d->he.npend; i++) {
+        int fd = d->he.fds[i].fd;
+        bool known = false;
+        for (size_t k = 0; k < d->nwatched && !known; k++)
+            known = d->watched[k] == fd;
+        if (!known) {
+            struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = TAG_OF(d)};
+            (void)epoll_ctl(d->w->ep, EPOLL_CTL_ADD, fd, &ev); /* else seen at the deadline */
+        }
+        d->watched[n++] = fd;
+    }
+    d->nwatched = n;
+}
+
+static void
+dial_unlink_free(struct dial *d)
+{
+    struct tcpmsg_worker *w = d->w;
+    tcpmsg__timers_disarm(&w->timers, &d->timer.node);
+    tcpmsg__he_abort(&d->he);
+    for (struct dial **p = &w->dials; *p; p = &(*p)->next) {
+        if (*p == d) {
+            *p = d->next;
+            break;
+        }
+    }
+    free(d);
+}
+
+/* The next wait: drawn in [b/2, b] for the current back-off b, which then doubles. */
+static int64_t
+dial_backoff(struct dial *d)
+{
+    struct tcpmsg_worker *w = d->w;
+    w->rng ^= w->rng << 13;
+    w->rng ^= w->rng >> 7;
+    w->rng ^= w->rng << 17;
+    int64_t b = d->backoff;
+    int64_t wait = b / 2 + (int64_t)(w->rng % (uint64_t)(b - b / 2 + 1));
+    d->backoff = b > d->o.backoff_max_ms / 2 ? d->o.backoff_max_ms : 2 * b;
+    return wait;
+}
+
+/* on_down; the dialler stays (a dial_stop inside only marks it, the caller frees it). */
+static void
+tell_down(struct dial *d, int reason, int64_t retry)
+{
+    if (!d->o.on_down)
+        return;
+    d->telling = true;
+    d->o.on_down(d->w, d->id, reason, retry, d->o.arg);
+    d->telling = false;
+}
+
+static bool
+dial_again(const struct dial *d)
+{
+    return d->o.reconnect && !d->stopped && !d->w->stopping;
+}
+
+/* An attempt failed: the caller hears why, and when the next one starts (if any). */
+static void
+dial_failed(struct dial *d, int reason)
+{
+    d->connecting = false;
+    tcpmsg__he_abort(&d->he);
+    d->nwatched = 0;
+    int64_t retry = -1;
+    if (dial_again(d)) {
+        retry = dial_backoff(d);
+        (void)tcpmsg__timers_arm(&d->w->timers, &d->timer.node, tcpmsg_now_ms() + retry);
+    }
+    tell_down(d, reason, retry);
+    if ((retry < 0 || d->stopped) && !d->conn)
+        dial_unlink_free(d);
+}
+
+static void
+dial_won(struct dial *d, int fd)
+{
+    struct tcpmsg_worker *w = d->w;
+    struct tcpmsg_server *s = w->s;
+    d->connecting = false;
+    d->nwatched = 0;
+    tcpmsg__timers_disarm(&w->timers, &d->timer.node);
+    epoll_ctl(w->ep, EPOLL_CTL_DEL, fd, NULL);
+    atomic_fetch_add(&s->n->active, 1); /* released with the connection, as accepted ones */
+    if (!s->cfg.nagle)
+        (void)tcpmsg_sock_set_nodelay(fd, true);
+    (void)tcpmsg_sock_set_nonblocking(fd, false); /* as accepted sockets: MSG_DONTWAIT */
+    struct econn *e = adopt(w, fd);
+    if (!e) {
+        atomic_fetch_sub(&s->n->active, 1);
+        dial_failed(d, -ENOMEM);
+        return;
+    }
+    e->dial = d;
+    e->sv.dial_id = d->id;
+    d->conn = e;
+    d->opened_at = tcpmsg_now_ms();
+    watch_deadline(w, e);
+    (void)open_conn(w, e); /* a refusal by on_open ends it: dial_conn_ended says so */
+}
+
+/* Runs the attempts as far as they go now; waits (epoll, the timer) for the rest. */
+static void
+dial_step(struct dial *d)
+{
+    for (;;) {
+        int r = tcpmsg__he_advance(&d->he, 0);
+        if (r >= 0) {
+            dial_sync(d);
+            dial_won(d, r);
+            return;
+        }
+        if (r != TCPMSG__HE_PENDING) {
+            dial_failed(d, r);
+            return;
+        }
+        int64_t next = tcpmsg__he_next_start(&d->he);
+        if (next == 0)
+            continue; /* an address failed at once: the next one starts now */
+        dial_sync(d);
+        int64_t at = next < d->deadline ? next : d->deadline;
+        (void)tcpmsg__timers_arm(&d->w->timers, &d->timer.node, at);
+        return;
+    }
+}
+
+/* An attempt starts: the name is resolved, the first address tried. */
+static void
+dial_begin(struct dial *d)
+{
+    int n = tcpmsg__resolve_ordered(d->host, d->port, TCPMSG_FAMILY_ANY, d->addrs, 16);
+    if (n <= 0) {
+        dial_failed(d, n < 0 ? n : TCPMSG_EAI_NONAME);
+        return;
+    }
+    struct tcpmsg_connect_opts co = {.attempt_delay_ms = d->o.attempt_delay_ms};
+    tcpmsg__he_begin(&d->he, d->addrs, (size_t)n, &co);
+    d->connecting = true;
+    d->deadline = tcpmsg_now_ms() + d->o.connect_timeout_ms;
+    dial_step(d);
+}
+
+static void
+dial_due(struct tcpmsg_conn *c, uint64_t id, void *arg)
+{
+    (void)c, (void)id;
+    struct dial *d = arg;
+    if (!d->connecting)
+        dial_begin(d); /* the back-off is over */
+    else if (tcpmsg_now_ms() >= d->deadline)
+        dial_failed(d, -ETIMEDOUT);
+    else
+        dial_step(d); /* the next address's turn */
+}
+
+static void
+dial_ready(struct dial *d)
+{
+    if (d->connecting)
+        dial_step(d);
+}
+
+/* Its connection ended (on_close has run, if on_open had) for reason. */
+static void
+dial_conn_ended(struct dial *d, int reason)
+{
+    d->conn = NULL;
+    int64_t retry = -1;
+    if (dial_again(d)) {
+        if (tcpmsg_now_ms() - d->opened_at >= d->o.healthy_ms)
+            d->backoff = d->o.backoff_initial_ms; /* it was healthy: start over */
+        retry = dial_backoff(d);
+        (void)tcpmsg__timers_arm(&d->w->timers, &d->timer.node, tcpmsg_now_ms() + retry);
+    }
+    tell_down(d, reason, retry);
+    if (retry < 0 || d->stopped)
+        dial_unlink_free(d);
+}
+
+/* The worker stops: no more attempts. A dialler whose connection is open goes with it. */
+static void
+dials_stop(struct tcpmsg_worker *w)
+{
+    for (struct dial *d = w->dials, *next; d; d = next) {
+        next = d->next;
+        d->stopped = true;
+        if (d->conn) {
+            tcpmsg__timers_disarm(&w->timers, &d->timer.node);
+            continue;
+        }
+        dial_unlink_free(d);
+    }
+}
+
+int
+tcpmsg_worker_dial(struct tcpmsg_worker *w, const char *host, const char *port,
+                   const struct tcpmsg_dial_opts *opts, uint64_t *id)
+{
+    static const struct tcpmsg_dial_opts defaults;
+    if (id)
+        *id = 0;
+    if (!opts)
+        opts = &defaults;
+    if (!w || !host || !port || !*port || opts->connect_timeout_ms < 0 ||
+        opts->attempt_delay_ms < 0 || opts->backoff_initial_ms < 0 || opts->backoff_max_ms < 0 ||
+        opts->healthy_ms < 0 || strlen(host) >= sizeof((struct dial *)0)->host ||
+        strlen(port) >= sizeof((struct dial *)0)->port)
+        return -EINVAL;
+    if (w->stopping || tcpmsg__stopping(w->s))
+        return -ESHUTDOWN;
+    struct dial *d = calloc(1, sizeof *d);
+    if (!d)
+        return -ENOMEM;
+    d->kind = KIND_DIAL;
+    d->w = w;
+    d->o = *opts;
+    if (!d->o.connect_timeout_ms)
+        d->o.connect_timeout_ms = 10000;
+    if (!d->o.backoff_initial_ms)
+        d->o.backoff_initial_ms = 100;
+    if (!d->o.backoff_max_ms)
+        d->o.backoff_max_ms = 30000;
+    if (d->o.backoff_max_ms < d->o.backoff_initial_ms)
+        d->o.backoff_max_ms = d->o.backoff_initial_ms;
+    if (!d->o.healthy_ms)
+        d->o.healthy_ms = 10000;
+    d->backoff = d->o.backoff_initial_ms;
+    memcpy(d->host, host, strlen(host) + 1);
+    memcpy(d->port, port, strlen(port) + 1);
+    d->id = atomic_fetch_add(&last_dial_id, 1) + 1;
+    tcpmsg__timer_init(&d->timer.node);
+    d->timer.fn = dial_due;
+    d->timer.arg = d;
+    d->timer.internal = true;
+    d->next = w->dials;
+    w->dials = d;
+    if (id)
+        *id = d->id;
+    /* The first attempt starts in the loop's next turn, outside the caller's callback. */
+    (void)tcpmsg__timers_arm(&w->timers, &d->timer.node, tcpmsg_now_ms());
+    return 0;
+}
+
+int
+tcpmsg_worker_dial_stop(struct tcpmsg_worker *w, uint64_t id)
+{
+    if (!w)
+        return -EINVAL;
+    for (struct dial *d = w->dials; d; d = d->next) {
+        if (d->id != id || d->stopped)
+            continue;
+        d->stopped = true;
+        if (d->conn || d->telling) { /* freed when it ends / after its on_down */
+            tcpmsg__timers_disarm(&w->timers, &d->timer.node);
+            tcpmsg__he_abort(&d->he);
+        } else {
+            dial_unlink_free(d);
+        }
+        return 0;
+    }
+    return -ENOENT;
+}
+
 /* Frees the unwatched entries, once no event of this turn can name them. */
 static void
 reap_watches(struct tcpmsg_worker *w)
@@ -982,6 +1329,7 @@ worker_init(struct tcpmsg_worker *w, struct tcpmsg_server *s, int index)
     w->relisten.internal = true;
     w->s = s;
     w->index = index;
+    w->rng = (uint64_t)tcpmsg_now_ms() * 0x9e3779b97f4a7c15u + (uint64_t)index + 1;
     w->ptail = &w->phead;
     w->free_slot = UINT32_MAX;
     w->postfd = -1;
@@ -992,7 +1340,7 @@ worker_init(struct tcpmsg_worker *w, struct tcpmsg_server *s, int index)
     w->ep = epoll_create1(EPOLL_CLOEXEC);
     if (w->ep < 0)
         return -errno;
-    if (index > 0) {
+    if (index > 0 && s->lfd >= 0) {
         /* Another listener on the same port: the kernel spreads new connections. */
         struct tcpmsg_addr a;
         int r = tcpmsg_addr_local(s->lfd, &a);
@@ -1012,7 +1360,7 @@ worker_init(struct tcpmsg_worker *w, struct tcpmsg_server *s, int index)
     struct epoll_event le = {.events = EPOLLIN, .data.ptr = TAG_LISTEN};
     struct epoll_event we = {.events = EPOLLIN, .data.ptr = TAG_WAKE};
     struct epoll_event pe = {.events = EPOLLIN, .data.ptr = TAG_POST};
-    if (epoll_ctl(w->ep, EPOLL_CTL_ADD, w->lfd, &le) < 0 ||
+    if ((w->lfd >= 0 && epoll_ctl(w->ep, EPOLL_CTL_ADD, w->lfd, &le) < 0) ||
         epoll_ctl(w->ep, EPOLL_CTL_ADD, s->wakefd, &we) < 0 ||
         epoll_ctl(w->ep, EPOLL_CTL_ADD, w->postfd, &pe) < 0)
         return -errno;

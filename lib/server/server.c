@@ -315,6 +315,13 @@ tcpmsg_server_call(struct tcpmsg_server *s, uint64_t h,
     return tcpmsg__event_post(s, h, fn, arg, NULL, 0);
 }
 
+uint64_t
+tcpmsg_conn_dial_id(const struct tcpmsg_conn *c)
+{
+    const struct tcpmsg__served *sv = c ? tcpmsg__conn_hook_arg(c) : NULL;
+    return sv ? sv->dial_id : 0;
+}
+
 struct tcpmsg_worker *
 tcpmsg_conn_worker(const struct tcpmsg_conn *c)
 {
@@ -683,7 +690,8 @@ tcpmsg_server_create(struct tcpmsg_server **out, const struct tcpmsg_server_conf
     *out = NULL;
     if (!cfg)
         cfg = &defaults;
-    if (!h || (!h->on_message && !h->dialog) || (h->dialog && cfg->model == TCPMSG_MODEL_EVENT))
+    if (!h || (!h->on_message && !h->dialog) || (h->dialog && cfg->model == TCPMSG_MODEL_EVENT) ||
+        (cfg->no_listener && cfg->model != TCPMSG_MODEL_EVENT))
         return -EINVAL;
     struct tcpmsg_server *s = calloc(1, sizeof *s);
     if (!s)
@@ -723,6 +731,8 @@ tcpmsg_server_create(struct tcpmsg_server **out, const struct tcpmsg_server_conf
         goto fail;
     }
     struct tcpmsg_listen_opts lo = s->cfg.listen;
+    if (s->cfg.no_listener)
+        goto listening; /* a pure client: its connections come from tcpmsg_worker_dial */
     if (s->cfg.model == TCPMSG_MODEL_EVENT && s->cfg.workers > 1 && !lo.reuseport) {
         /* The workers' listeners form an SO_REUSEPORT group, which another process of the
          * same user could join, or already be: two servers would then split the traffic
@@ -741,6 +751,7 @@ tcpmsg_server_create(struct tcpmsg_server **out, const struct tcpmsg_server_conf
     s->lfd = r;
     if ((r = tcpmsg_sock_set_nonblocking(s->lfd, true)) < 0)
         goto fail;
+listening:
     if (s->cfg.handle_signals) {
         struct tcpmsg_server *none = NULL;
         if (!atomic_compare_exchange_strong(&signal_server, &none, s)) {
@@ -787,7 +798,7 @@ tcpmsg_model_parse(const char *name, enum tcpmsg_model *out)
 int
 tcpmsg_server_port(const struct tcpmsg_server *s)
 {
-    return s ? tcpmsg_sock_port(s->lfd) : -EINVAL;
+    return !s ? -EINVAL : s->lfd < 0 ? -ENOTCONN : tcpmsg_sock_port(s->lfd);
 }
 
 int

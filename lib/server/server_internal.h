@@ -40,6 +40,7 @@ struct tcpmsg__served {
     struct tcpmsg__timers *heap;   /* the serving loop's timers; NULL: no timers (dialog) */
     struct tcpmsg__utimer *timers; /* this connection's, armed */
     uint64_t handle;               /* tcpmsg_conn_handle (EVENT), 0: none */
+    uint64_t dial_id;              /* tcpmsg_conn_dial_id (EVENT), 0: accepted */
     struct tcpmsg_worker *worker;  /* EVENT: its worker (c NULL: the worker's own timers) */
     int (*flow)(struct tcpmsg__served *sv, bool pause); /* EVENT: tcpmsg_server_pause/resume */
 };

@@ -547,6 +547,306 @@ START_TEST(the_blocking_models_say_not_supported)
 }
 END_TEST
 
+
+/* ---- outbound connections ------------------------------------------------------------------ */
+
+/* The dialling side: a server without a listener (a pure client), one worker, whose
+ * on_worker_start dials what the test set in `plan`. What happens is written down here by
+ * the worker and read by the test once the counters say it happened. */
+#define MAX_DOWNS 16
+static struct {
+    const char *host;
+    char port[16];
+    struct tcpmsg_dial_opts o;
+    bool stop_after_downs; /* dial_stop from on_down once MAX_DOWNS are in */
+    const char *hello;     /* sent by on_open of a dialled connection */
+} plan;
+static struct {
+    uint64_t id;
+    atomic_int downs, opens, closes, replies;
+    int reason[MAX_DOWNS];
+    int64_t retry[MAX_DOWNS], at[MAX_DOWNS];
+    int64_t open_at[MAX_DOWNS];
+    int last_close;
+    char reply[64];
+} got;
+
+static atomic_int quiet; /* set by a worker timer well after the dialler was stopped */
+
+static void
+quiet_after(struct tcpmsg_worker *w, uint64_t id, void *arg)
+{
+    (void)w, (void)id, (void)arg;
+    atomic_store(&quiet, 1);
+}
+
+static void
+dialler_down(struct tcpmsg_worker *w, uint64_t id, int reason, int64_t retry_ms, void *arg)
+{
+    (void)arg;
+    flag_if(id != got.id);
+    int i = atomic_load(&got.downs);
+    if (i < MAX_DOWNS) {
+        got.reason[i] = reason;
+        got.retry[i] = retry_ms;
+        got.at[i] = tcpmsg_now_ms();
+    }
+    if (plan.stop_after_downs && i + 1 == MAX_DOWNS) {
+        flag_if(tcpmsg_worker_dial_stop(w, id) != 0);
+        flag_if(tcpmsg_worker_dial_stop(w, id) != -ENOENT);
+        /* Well after the attempt that would have come: says whether it came. */
+        flag_if(tcpmsg_worker_timer_start(w, (retry_ms > 0 ? retry_ms : 0) + 50, 0, quiet_after,
+                                          NULL, NULL) != 0);
+    }
+    atomic_fetch_add(&got.downs, 1);
+}
+
+static void
+dialler_start(struct tcpmsg_worker *w, void *user)
+{
+    (void)user;
+    plan.o.on_down = dialler_down;
+    flag_if(tcpmsg_worker_dial(w, plan.host, plan.port, &plan.o, &got.id) != 0);
+    flag_if(got.id == 0);
+    uint64_t none;
+    flag_if(tcpmsg_worker_dial(w, NULL, "1", NULL, &none) != -EINVAL || none != 0);
+    flag_if(tcpmsg_worker_dial(w, "127.0.0.1", "", NULL, NULL) != -EINVAL);
+    struct tcpmsg_dial_opts bad = {.connect_timeout_ms = -1};
+    flag_if(tcpmsg_worker_dial(w, "127.0.0.1", "1", &bad, NULL) != -EINVAL);
+    flag_if(tcpmsg_worker_dial_stop(w, got.id + 1000) != -ENOENT);
+}
+
+static int
+dialled_open(struct tcpmsg_conn *c, void *user)
+{
+    (void)user;
+    flag_if(tcpmsg_conn_dial_id(c) != got.id);
+    int i = atomic_load(&got.opens);
+    if (i < MAX_DOWNS)
+        got.open_at[i] = tcpmsg_now_ms();
+    atomic_fetch_add(&got.opens, 1);
+    if (plan.hello)
+        return tcpmsg_conn_send(c, plan.hello, strlen(plan.hello), TCPMSG_FOREVER);
+    return 0;
+}
+
+static int
+dialled_message(struct tcpmsg_conn *c, const struct tcpmsg_frame *m, void *user)
+{
+    (void)c, (void)user;
+    size_t n = m->len < sizeof got.reply - 1 ? m->len : sizeof got.reply - 1;
+    memcpy(got.reply, m->data, n);
+    got.reply[n] = '\0';
+    atomic_fetch_add(&got.replies, 1);
+    return 0;
+}
+
+static void
+dialled_close(struct tcpmsg_conn *c, int reason, void *user)
+{
+    (void)c, (void)user;
+    got.last_close = reason;
+    atomic_fetch_add(&got.closes, 1);
+}
+
+static struct tcpmsg_server *
+dialler(void)
+{
+    static const struct tcpmsg_handler h = {.on_open = dialled_open,
+                                            .on_message = dialled_message,
+                                            .on_close = dialled_close,
+                                            .on_worker_start = dialler_start};
+    struct tcpmsg_server_config cfg = {.no_listener = true, .workers = 1};
+    struct tcpmsg_server *s = nt_server(&cfg, &h);
+    ck_assert_int_eq(tcpmsg_server_port(s), -ENOTCONN);
+    return s;
+}
+
+static void
+plan_reset(const char *host, int port)
+{
+    memset(&plan, 0, sizeof plan);
+    memset(&got, 0, sizeof got);
+    atomic_store(&failures, 0);
+    atomic_store(&quiet, 0);
+    plan.host = host;
+    snprintf(plan.port, sizeof plan.port, "%d", port);
+}
+
+START_TEST(a_dialled_connection_is_served_by_the_handler)
+{
+    struct tcpmsg_handler eh = {.on_message = echo};
+    struct tcpmsg_server_config ec = {.host = "127.0.0.1", .workers = 1};
+    struct tcpmsg_server *up = nt_server(&ec, &eh);
+    plan_reset("127.0.0.1", tcpmsg_server_port(up));
+    plan.hello = "hello upstream";
+    struct tcpmsg_server *s = dialler();
+    ck_assert(wait_for(&got.replies, 1));
+    ck_assert_str_eq(got.reply, "hello upstream");
+    ck_assert_int_eq(atomic_load(&got.opens), 1);
+    ck_assert_int_eq(atomic_load(&got.downs), 0);
+    nt_server_end(s); /* the dialler's stop ends its connection: no attempt after it */
+    ck_assert_int_eq(atomic_load(&got.closes), 1);
+    ck_assert_int_eq(got.last_close, -ESHUTDOWN);
+    ck_assert_int_eq(atomic_load(&got.downs), 1);
+    ck_assert_int_eq(got.reason[0], -ESHUTDOWN);
+    ck_assert_int_eq(got.retry[0], -1);
+    nt_server_end(up);
+    ck_assert_int_eq(atomic_load(&failures), 0);
+}
+END_TEST
+
+START_TEST(a_refused_port_and_a_black_hole_fail_with_their_reason)
+{
+    int holder;
+    int refused = nt_refusing_port("127.0.0.1", &holder);
+    plan_reset("127.0.0.1", refused);
+    struct tcpmsg_server *s = dialler();
+    ck_assert(wait_for(&got.downs, 1));
+    ck_assert_int_eq(got.reason[0], -ECONNREFUSED);
+    ck_assert_int_eq(got.retry[0], -1); /* no reconnect: once */
+    nt_server_end(s);
+    close(holder);
+
+    struct nt_blackhole bh;
+    nt_blackhole_open(&bh, "127.0.0.1");
+    plan_reset("127.0.0.1", bh.port);
+    plan.o.connect_timeout_ms = 300;
+    int64_t t0 = tcpmsg_now_ms();
+    s = dialler();
+    ck_assert(wait_for(&got.downs, 1));
+    ck_assert_int_eq(got.reason[0], -ETIMEDOUT);
+    ck_assert_int_ge(got.at[0] - t0, 300); /* never before its deadline */
+    ck_assert_int_eq(atomic_load(&got.opens), 0);
+    nt_server_end(s);
+    nt_blackhole_close(&bh);
+    ck_assert_int_eq(atomic_load(&failures), 0);
+}
+END_TEST
+
+START_TEST(a_name_with_several_addresses_connects_to_the_one_that_answers)
+{
+    /* "localhost" is ::1 and 127.0.0.1 here; only 127.0.0.1 listens on this port. */
+    struct tcpmsg_handler eh = {.on_message = echo};
+    struct tcpmsg_server_config ec = {.host = "127.0.0.1", .workers = 1};
+    struct tcpmsg_server *up = nt_server(&ec, &eh);
+    plan_reset("localhost", tcpmsg_server_port(up));
+    plan.hello = "via localhost";
+    struct tcpmsg_server *s = dialler();
+    ck_assert(wait_for(&got.replies, 1));
+    ck_assert_str_eq(got.reply, "via localhost");
+    ck_assert_int_eq(atomic_load(&got.downs), 0);
+    nt_server_end(s);
+    nt_server_end(up);
+    ck_assert_int_eq(atomic_load(&failures), 0);
+}
+END_TEST
+
+START_TEST(reconnect_waits_double_with_jitter_up_to_the_maximum)
+{
+    int holder;
+    int refused = nt_refusing_port("127.0.0.1", &holder);
+    plan_reset("127.0.0.1", refused);
+    plan.o.reconnect = true;
+    plan.o.backoff_initial_ms = 20;
+    plan.o.backoff_max_ms = 160;
+    plan.stop_after_downs = true;
+    struct tcpmsg_server *s = dialler();
+    ck_assert(wait_for(&got.downs, MAX_DOWNS));
+    int64_t b = 20;
+    for (int i = 0; i < MAX_DOWNS; i++) {
+        ck_assert_int_eq(got.reason[i], -ECONNREFUSED);
+        if (i == MAX_DOWNS - 1)
+            break; /* stopped from its own on_down */
+        ck_assert_msg(got.retry[i] >= b / 2 && got.retry[i] <= b,
+                      "wait %d: %lld ms, outside [%lld, %lld]", i, (long long)got.retry[i],
+                      (long long)(b / 2), (long long)b);
+        /* The next attempt never comes before its wait is over (at[i] is taken in on_down,
+         * a little after the wait was armed: a few ms of slack, not the wait's size). */
+        ck_assert_int_ge(got.at[i + 1] - got.at[i], got.retry[i] - 20);
+        b = b * 2 > 160 ? 160 : b * 2;
+    }
+    ck_assert(wait_for(&quiet, 1));
+    ck_assert_int_eq(atomic_load(&got.downs), MAX_DOWNS); /* no attempt after the stop */
+    nt_server_end(s);
+    close(holder);
+    ck_assert_int_eq(atomic_load(&failures), 0);
+}
+END_TEST
+
+/* An upstream that accepts and closes at once: the dialler's connections open and end, and
+ * each end counts as a failure (none stayed healthy), so the waits keep doubling. */
+static int
+refuse_all(struct tcpmsg_conn *c, void *user)
+{
+    (void)c, (void)user;
+    return -EPERM;
+}
+
+START_TEST(a_server_that_closes_at_once_gets_no_reconnect_storm)
+{
+    struct tcpmsg_handler rh = {.on_open = refuse_all, .on_message = echo};
+    struct tcpmsg_server_config rc = {.host = "127.0.0.1", .workers = 1};
+    struct tcpmsg_server *up = nt_server(&rc, &rh);
+    plan_reset("127.0.0.1", tcpmsg_server_port(up));
+    plan.o.reconnect = true;
+    plan.o.backoff_initial_ms = 10;
+    plan.o.backoff_max_ms = 320;
+    plan.stop_after_downs = true;
+    struct tcpmsg_server *s = dialler();
+    ck_assert(wait_for(&got.downs, MAX_DOWNS));
+    int64_t b = 10, total = 0;
+    for (int i = 0; i < MAX_DOWNS - 1; i++) {
+        ck_assert_msg(got.retry[i] >= b / 2 && got.retry[i] <= b, "wait %d: %lld ms", i,
+                      (long long)got.retry[i]);
+        total += got.retry[i];
+        b = b * 2 > 320 ? 320 : b * 2;
+    }
+    /* 16 ends took at least the sum of the waits (>= 1.6 s): a storm takes milliseconds. */
+    ck_assert_int_ge(got.at[MAX_DOWNS - 1] - got.at[0], total - got.retry[MAX_DOWNS - 1]);
+    ck_assert_int_ge(atomic_load(&got.opens), 1);
+    ck_assert(wait_for(&quiet, 1));
+    ck_assert_int_eq(atomic_load(&got.downs), MAX_DOWNS);
+    nt_server_end(s);
+    nt_server_end(up);
+    ck_assert_int_eq(atomic_load(&failures), 0);
+}
+END_TEST
+
+START_TEST(the_dialler_reconnects_when_its_server_comes_back)
+{
+    struct tcpmsg_handler eh = {.on_message = echo};
+    struct tcpmsg_server_config ec = {.host = "127.0.0.1", .workers = 1};
+    struct tcpmsg_server *up = nt_server(&ec, &eh);
+    int port = tcpmsg_server_port(up);
+    plan_reset("127.0.0.1", port);
+    plan.o.reconnect = true;
+    plan.o.backoff_initial_ms = 20;
+    plan.o.backoff_max_ms = 100;
+    plan.o.healthy_ms = 50;
+    plan.hello = "again";
+    struct tcpmsg_server *s = dialler();
+    ck_assert(wait_for(&got.replies, 1));
+    /* The server goes away: the connection ends, attempts are refused meanwhile ... */
+    nt_server_end(up);
+    ck_assert(wait_for(&got.downs, 3));
+    ck_assert_int_eq(atomic_load(&got.closes), 1);
+    for (int i = 1; i < 3; i++)
+        ck_assert_int_eq(got.reason[i], -ECONNREFUSED);
+    /* ... and once it is back on the same port, the dialler connects and is served. */
+    char p[16];
+    snprintf(p, sizeof p, "%d", port);
+    ec.port = p;
+    up = nt_server(&ec, &eh);
+    ck_assert(wait_for(&got.replies, 2));
+    ck_assert_str_eq(got.reply, "again");
+    ck_assert_int_eq(atomic_load(&got.opens), 2);
+    nt_server_end(s);
+    nt_server_end(up);
+    ck_assert_int_eq(atomic_load(&failures), 0);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -560,6 +860,12 @@ main(void)
     tcase_add_test(t, pause_and_on_drain_carry_backpressure_across_connections);
     tcase_add_test(t, a_paused_connection_waits_and_is_not_idle);
     tcase_add_test(t, the_blocking_models_say_not_supported);
+    tcase_add_test(t, a_dialled_connection_is_served_by_the_handler);
+    tcase_add_test(t, a_refused_port_and_a_black_hole_fail_with_their_reason);
+    tcase_add_test(t, a_name_with_several_addresses_connects_to_the_one_that_answers);
+    tcase_add_test(t, reconnect_waits_double_with_jitter_up_to_the_maximum);
+    tcase_add_test(t, a_server_that_closes_at_once_gets_no_reconnect_storm);
+    tcase_add_test(t, the_dialler_reconnects_when_its_server_comes_back);
     suite_add_tcase(s, t);
     return tu_run(s);
 }
