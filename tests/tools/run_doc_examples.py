@@ -12,12 +12,12 @@ import signal
 import socket
 
 (echo_server, echo_client, whoami_server, whoami_client, upper_server, heartbeat_server,
- deferred_server) = sys.argv[1:8]
+ deferred_server, dial_client) = sys.argv[1:9]
 failures = []
 
 
-def start(server, *args):
-    p = subprocess.Popen([server, "0", *args], stderr=subprocess.PIPE, text=True)
+def start(server, *args, port="0"):
+    p = subprocess.Popen([server, port, *args], stderr=subprocess.PIPE, text=True)
     line = p.stderr.readline()
     m = re.match(r"listening on port (\d+)", line)
     if not m:
@@ -193,6 +193,29 @@ finally:
         rc = "hung"
 if rc != 0:
     failures.append(f"deferred_server: SIGTERM gave rc={rc}")
+
+# The dialling client (docs/loop.md): against a running echo server ...
+p, port = start(echo_server)
+try:
+    r = run([dial_client, "127.0.0.1", port, "one", "two", "three"])
+    if r.returncode != 0 or r.stdout != "one\ntwo\nthree\n":
+        failures.append(f"dial_client: rc={r.returncode} out={r.stdout!r} err={r.stderr!r}")
+finally:
+    stop(p)
+# ... and started first, while nothing listens there: it says so and tries again, until the
+# server comes up on that port; then every word comes back.
+c = subprocess.Popen([dial_client, "127.0.0.1", port, "late", "words"], stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
+first = c.stderr.readline()  # the first refusal (an event: the client's own line)
+p, _ = start(echo_server, port=port)
+try:
+    out, err = c.communicate(timeout=30)
+    if not first.startswith("down: connection refused; again in "):
+        failures.append(f"dial_client before the server: first line {first!r}")
+    if c.returncode != 0 or out != "late\nwords\n":
+        failures.append(f"dial_client reconnecting: rc={c.returncode} out={out!r} err={err!r}")
+finally:
+    stop(p)
 
 r = run([upper_server, "0", "nosuchmodel"])
 if r.returncode != 2 or "unknown model" not in r.stderr:
