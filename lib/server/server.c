@@ -258,12 +258,14 @@ tcpmsg__timers_run(struct tcpmsg__timers *h, int64_t now)
                 timer_free(u);
             break;
         }
-        struct tcpmsg_conn *c = u->sv ? u->sv->c : NULL;
         if (u->internal) { /* popped, so disarmed: its owner re-arms it if it wants */
-            u->fn(c, u->id, u->arg);
+            u->fn(u->sv ? u->sv->c : NULL, u->id, u->arg);
             ran++;
             continue;
         }
+        if (!u->sv)
+            continue; /* never: the handler's timers always have their owner */
+        struct tcpmsg_conn *c = u->sv->c;
         struct tcpmsg_worker *wk = u->sv->worker;
         tcpmsg_timer_fn fn = u->fn;
         tcpmsg_worker_timer_fn wfn = u->wfn;
