@@ -378,8 +378,21 @@ TCPMSG_API int tcpmsg_worker_watch(struct tcpmsg_worker *w, int fd, int events, 
                                    void *arg);
 TCPMSG_API int tcpmsg_worker_unwatch(struct tcpmsg_worker *w, int fd);
 
+/*
+ * tcpmsg_server_close - ends c once its queued output is written, from any callback of c's
+ * worker (EVENT): c's on_close(reason) comes at the end of the callback (at once when c is
+ * not the connection being served), no more frames of c are delivered, and the socket is
+ * closed when its replies are out (write_timeout_ms at most), as when a handler returns
+ * reason. For one connection to end another gracefully (a relay ending the client with its
+ * upstream). reason < 0 (TCPMSG_EOF for a clean end). Returns 0 (also when c is already
+ * ending), -EINVAL (c NULL, reason >= 0), -ENOTSUP (c is not served under EVENT: a blocking
+ * handler returns the reason instead).
+ */
+TCPMSG_API int tcpmsg_server_close(struct tcpmsg_conn *c, int reason);
+
 /* Options of an outbound connection; zero-initialised fields take the default in brackets. */
 struct tcpmsg_dial_opts {
+    const struct tcpmsg_codec *codec; /* its framing, copied [the server's] */
     int connect_timeout_ms; /* one deadline over every address of an attempt [10000] */
     int attempt_delay_ms;   /* Happy Eyeballs: the next address starts this long after the
                                previous one if that one has not answered [250] */

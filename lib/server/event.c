@@ -71,6 +71,7 @@ struct econn {
     bool user_paused;    /* tcpmsg_server_pause: not reading ... */
     bool resumed;        /* ... until resumed: the frames already buffered come first */
     bool above_low;      /* its output was above output_low: on_drain when it falls back */
+    int end_reason;      /* tcpmsg_server_close: begins to close at the end of the callback */
     bool handshaking;    /* TLS handshake in progress: not opened yet (no on_open) */
     int64_t hs_deadline; /* ... and when it must have completed */
     int closing;         /* != 0: the reason; not reading, closes once output is written */
@@ -387,6 +388,18 @@ drained(struct tcpmsg_worker *w, struct econn *e)
     w->current = was;
 }
 
+/* tcpmsg_server_close. */
+static int
+econn_end(struct tcpmsg__served *sv, int reason)
+{
+    struct econn *e = (struct econn *)sv;
+    if (e->closing || e->sv.drop || e->end_reason)
+        return 0;
+    e->end_reason = reason;
+    mark_pending(e); /* the current connection's pump sees it when the callback returns */
+    return 0;
+}
+
 /* tcpmsg_server_pause / resume. */
 static int
 econn_flow(struct tcpmsg__served *sv, bool pause)
@@ -445,7 +458,7 @@ pump(struct tcpmsg_worker *w, struct econn *e)
     int reason = 0;
     w->current = e;
     tcpmsg__conn_readable(e->c);
-    while (!e->closing && !e->user_paused) {
+    while (!e->closing && !e->user_paused && !e->end_reason) {
         if (tcpmsg_conn_output(e->c, NULL) >= s->cfg.output_high) {
             e->paused = true;
             break;
@@ -480,6 +493,8 @@ pump(struct tcpmsg_worker *w, struct econn *e)
     }
     if (e->sv.drop)
         return; /* reset at the end of the turn, output discarded */
+    if (!reason && e->end_reason)
+        reason = e->end_reason;
     note_output(w, e);
     int fr = tcpmsg_conn_flush(e->c, TCPMSG_NOWAIT);
     if (!reason && fr < 0 && fr != -ETIMEDOUT)
@@ -552,12 +567,12 @@ handshake(struct tcpmsg_worker *w, struct econn *e)
  * list), or NULL (fd closed). Its socket stays blocking: with TCPMSG_NOWAIT every call of
  * the connection uses MSG_DONTWAIT, which saves two fcntl calls per connection. */
 static struct econn *
-adopt(struct tcpmsg_worker *w, int fd)
+adopt(struct tcpmsg_worker *w, int fd, const struct tcpmsg_codec *codec)
 {
     struct tcpmsg_server *s = w->s;
     struct tcpmsg_conn_opts o = tcpmsg__conn_opts(s);
     struct econn *e = calloc(1, sizeof *e);
-    if (!e || tcpmsg_conn_open(&e->c, fd, &s->codec, &o) < 0) {
+    if (!e || tcpmsg_conn_open(&e->c, fd, codec, &o) < 0) {
         free(e);
         tcpmsg_sock_close(fd);
         return NULL;
@@ -569,6 +584,7 @@ adopt(struct tcpmsg_worker *w, int fd)
         .node = e->deadline.node, .fn = deadline_due, .arg = e, .sv = &e->sv, .internal = true};
     e->sv.dropped = dropped;
     e->sv.flow = econn_flow;
+    e->sv.end = econn_end;
     e->sv.worker = w;
     e->sv.c = e->c;
     e->sv.heap = &w->timers;
@@ -619,7 +635,7 @@ accept_some(struct tcpmsg_worker *w)
         atomic_fetch_add(&s->n->accepted, 1);
         if (!tcpmsg__admit(s, fd))
             continue;
-        struct econn *e = adopt(w, fd);
+        struct econn *e = adopt(w, fd, &s->codec);
         if (!e) {
             atomic_fetch_sub(&s->n->active, 1);
             continue;
@@ -656,6 +672,8 @@ run_pending(struct tcpmsg_worker *w)
             destroy_conn(w, e, true);
             continue;
         }
+        if (e->end_reason && !e->closing)
+            begin_close(w, e, e->end_reason); /* its replies are written, then it closes */
         if (!e->closing) {
             note_output(w, e);
             int r = tcpmsg_conn_flush(e->c, TCPMSG_NOWAIT);
@@ -1017,6 +1035,7 @@ struct dial {
     struct tcpmsg_worker *w;
     char host[256], port[64];
     struct tcpmsg_dial_opts o;
+    struct tcpmsg_codec codec; /* o.codec's copy */
     struct tcpmsg_addr addrs[16];
     struct tcpmsg__he he;
     int watched[TCPMSG__HE_INFLIGHT]; /* the attempts' fds in epoll */
@@ -1125,7 +1144,7 @@ dial_won(struct dial *d, int fd)
     if (!s->cfg.nagle)
         (void)tcpmsg_sock_set_nodelay(fd, true);
     (void)tcpmsg_sock_set_nonblocking(fd, false); /* as accepted sockets: MSG_DONTWAIT */
-    struct econn *e = adopt(w, fd);
+    struct econn *e = adopt(w, fd, d->o.codec ? &d->codec : &s->codec);
     if (!e) {
         atomic_fetch_sub(&s->n->active, 1);
         dial_failed(d, -ENOMEM);
@@ -1254,6 +1273,10 @@ tcpmsg_worker_dial(struct tcpmsg_worker *w, const char *host, const char *port,
     d->kind = KIND_DIAL;
     d->w = w;
     d->o = *opts;
+    if (opts->codec) {
+        d->codec = *opts->codec;
+        d->o.codec = &d->codec; /* the caller's may go */
+    }
     if (!d->o.connect_timeout_ms)
         d->o.connect_timeout_ms = 10000;
     if (!d->o.backoff_initial_ms)

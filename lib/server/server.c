@@ -343,6 +343,17 @@ flow(struct tcpmsg_conn *c, bool pause)
 }
 
 int
+tcpmsg_server_close(struct tcpmsg_conn *c, int reason)
+{
+    struct tcpmsg__served *sv = c ? tcpmsg__conn_hook_arg(c) : NULL;
+    if (!c || reason >= 0)
+        return -EINVAL;
+    if (!sv || !sv->end)
+        return -ENOTSUP;
+    return sv->end(sv, reason);
+}
+
+int
 tcpmsg_server_pause(struct tcpmsg_conn *c)
 {
     return flow(c, true);

@@ -43,6 +43,7 @@ struct tcpmsg__served {
     uint64_t dial_id;              /* tcpmsg_conn_dial_id (EVENT), 0: accepted */
     struct tcpmsg_worker *worker;  /* EVENT: its worker (c NULL: the worker's own timers) */
     int (*flow)(struct tcpmsg__served *sv, bool pause); /* EVENT: tcpmsg_server_pause/resume */
+    int (*end)(struct tcpmsg__served *sv, int reason);  /* EVENT: tcpmsg_server_close */
 };
 
 /* A connection served by a blocking worker thread, so that the server can shut its reading

@@ -1,0 +1,166 @@
+"""tcpmsg-relay between real peers nobody here wrote the framing of: Python clients in front,
+Python servers behind (OneShotPeer). Every byte is checked both ways and across framings; a
+slow upstream bounds the relay's memory while 1 GiB is offered; each side's end (clean, a
+reset, a refusal) ends the other with its reason; the command line as documented."""
+import hashlib
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (WAIT, OneShotPeer, Server, connect, len32, main, recv_exactly,  # noqa
+                     recv_until_closed, reset, run)
+
+
+def frame(sock):
+    n = struct.unpack("!I", recv_exactly(sock, 4))[0]
+    return recv_exactly(sock, n)
+
+
+def line(sock):
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            raise EOFError(f"closed after {data!r}")
+        data += chunk
+    return data
+
+
+def status_kb(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for ln in f:
+            if ln.startswith(field + ":"):
+                return int(ln.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def wait_log(srv, text):
+    deadline = time.monotonic() + WAIT
+    while text not in srv.log():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never logged {text!r}: {srv.log()}")
+        time.sleep(0.01)  # polling the relay's own log line, not timing anything
+
+
+class Relay(unittest.TestCase):
+    def relay(self, up_port, *opts):
+        return Server("tcpmsg-relay", *opts, "0", "127.0.0.1", str(up_port))
+
+    def test_every_byte_both_ways_across_framings(self):
+        """Line clients in front, a len32 server behind that greets first, then answers each
+        frame reversed: the relay re-frames each way, in order."""
+        def upstream(conn):
+            conn.sendall(len32(b"welcome"))
+            while True:
+                try:
+                    data = frame(conn)
+                except EOFError:
+                    return  # the relay ended it: the client ended first
+                conn.sendall(len32(data[::-1]))
+
+        peer = OneShotPeer(upstream)
+        with self.relay(peer.port, "--framing", "line", "--upstream-framing", "len32") as r:
+            c = connect(r.port)
+            self.assertEqual(line(c), b"welcome\n")  # from upstream, unasked
+            lines = [(b"line %d " % i) + os.urandom(50).hex().encode() for i in range(2000)]
+            c.sendall(b"".join(ln + b"\n" for ln in lines))  # pipelined
+            for ln in lines:
+                self.assertEqual(line(c), ln[::-1] + b"\n")
+            c.shutdown(socket.SHUT_WR)  # the client's end ends the upstream's
+            self.assertEqual(recv_until_closed(c), (b"", "eof"))
+            c.close()
+            peer.close()
+            self.assertIsNone(peer.error)
+            status, log = r.stop()
+        self.assertEqual(status, 0, log)
+        self.assertEqual(log.count("closed: end of stream"), 2, log)
+
+    def test_a_slow_upstream_bounds_the_relay_memory(self):
+        """1 GiB offered by the client to an upstream that reads slowly: the relay's peak
+        resident memory grows by 32 MiB at most, and every byte arrives in order."""
+        total, piece = 1 << 30, 1 << 20
+        got = {}
+
+        def upstream(conn):
+            h, n = hashlib.sha256(), 0
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            while n < total:
+                if n % (16 << 20) == 0:
+                    time.sleep(0.01)  # slower than the sender: the relay must hold back
+                data = frame(conn)
+                h.update(data)
+                n += len(data)
+            got["n"], got["sha"] = n, h.hexdigest()
+
+        peer = OneShotPeer(upstream)
+        with self.relay(peer.port) as r:
+            base = status_kb(r.proc.pid, "VmRSS")
+            c = connect(r.port)
+            want = hashlib.sha256()
+            block = os.urandom(piece)
+            for i in range(total // piece):
+                chunk = block[i % 7:] + block[:i % 7]  # each frame differs
+                want.update(chunk)
+                c.sendall(len32(chunk))
+            peer.close()
+            self.assertIsNone(peer.error)
+            self.assertEqual((got["n"], got["sha"]), (total, want.hexdigest()))
+            peak = status_kb(r.proc.pid, "VmHWM")
+            print(f"relay: 1 GiB through a slow upstream: peak RSS {peak // 1024} MiB, "
+                  f"{(peak - base) // 1024} MiB over the start", file=sys.stderr)
+            self.assertLess(peak - base, 32 * 1024)
+            c.close()
+            r.stop()
+
+    def test_an_upstream_reset_closes_its_client_with_the_reason(self):
+        def upstream(conn):
+            frame(conn)
+            reset(conn)
+
+        peer = OneShotPeer(upstream)
+        with self.relay(peer.port) as r:
+            c = connect(r.port)
+            c.sendall(len32(b"then reset"))
+            data, how = recv_until_closed(c)
+            self.assertEqual(data, b"")
+            self.assertIn(how, ("eof", "reset"))
+            wait_log(r, "closed: connection reset")
+            peer.close()
+            c.close()
+            status, log = r.stop()
+        self.assertEqual(status, 0, log)
+
+    def test_an_upstream_that_refuses_closes_the_client(self):
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", 0))  # bound, not listening: refused
+        port = holder.getsockname()[1]
+        with self.relay(port) as r:
+            c = connect(r.port)
+            self.assertEqual(recv_until_closed(c), (b"", "eof"))
+            c.close()
+            wait_log(r, f"upstream 127.0.0.1 port {port}: connection refused")
+            status, log = r.stop()
+        holder.close()
+        self.assertEqual(status, 0, log)
+        self.assertIn("closed: connection refused", log)
+
+    def test_the_command_line(self):
+        r = run("tcpmsg-relay", "--help")
+        self.assertEqual(r.returncode, 0)
+        for opt in (b"--framing", b"--upstream-framing", b"--bind", b"LISTEN_PORT",
+                    b"UPSTREAM_HOST", b"UPSTREAM_PORT"):
+            self.assertIn(opt, r.stdout)
+        for args in (["0", "127.0.0.1"], ["0", "h", "1", "extra"], ["--framing", "nope", "0",
+                                                                    "h", "1"]):
+            r = run("tcpmsg-relay", *args)
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+            self.assertEqual(r.stderr.count(b"\n"), 1 + (b"--help" in r.stderr and 0), r.stderr)
+
+
+if __name__ == "__main__":
+    main()
