@@ -152,7 +152,6 @@ task_gone(void *arg)
     return access(path, F_OK) != 0;
 }
 
-static bool eventually(bool (*cond)(void *), void *arg);
 
 /* The process's thread count once any runtime helper thread exists: a sanitizer starts its
  * background thread at the first pthread_create, which must not count as ours. The helper
@@ -164,7 +163,7 @@ thread_baseline(void)
     pid_t tid = 0;
     ck_assert_int_eq(pthread_create(&t, NULL, noop_thread, &tid), 0);
     pthread_join(t, NULL);
-    ck_assert(eventually(task_gone, &tid));
+    ck_assert(nt_eventually(task_gone, &tid));
     return thread_count();
 }
 
@@ -175,19 +174,6 @@ threads_back_to(void *arg)
 }
 
 /* Waits (bounded) until cond() holds; no timing is asserted, only the condition. */
-static bool
-eventually(bool (*cond)(void *), void *arg)
-{
-    int64_t dl = tcpmsg_deadline_in(20000);
-    while (!cond(arg)) {
-        if (tcpmsg_deadline_left(dl) == 0)
-            return false;
-        struct timespec ts = {0, 2 * 1000 * 1000};
-        nanosleep(&ts, NULL); /* polling a condition, not timing anything */
-    }
-    return true;
-}
-
 static struct tcpmsg_server *
 start(const struct nt_model *m, struct tcpmsg_server_config *cfg, const struct tcpmsg_handler *h)
 {
@@ -307,7 +293,7 @@ START_TEST(echo_every_codec)
     ck_assert_int_eq(atomic_load(&sh->reasons[R_EOF]), 3);
     ck_assert_int_eq(atomic_load(&sh->messages), 9);
     /* every thread joined (a joined thread leaves /proc an instant after join returns) */
-    ck_assert_msg(eventually(threads_back_to, &threads), "%d threads, %d before", thread_count(),
+    ck_assert_msg(nt_eventually(threads_back_to, &threads), "%d threads, %d before", thread_count(),
                   threads);
 }
 END_TEST
@@ -423,7 +409,7 @@ START_TEST(slow_and_idle_peers_are_closed)
     struct tcpmsg_conn *c = client(s, NULL);
     assert_closed(c);
     int k = R_IDLE;
-    ck_assert(eventually(reason_seen, &k));
+    ck_assert(nt_eventually(reason_seen, &k));
     tcpmsg_conn_close(c, TCPMSG_NOWAIT);
     finish(s);
 
@@ -434,7 +420,7 @@ START_TEST(slow_and_idle_peers_are_closed)
     ck_assert_int_eq(tcpmsg_conn_write_all(c, "\0\0", 2, LONG_WAIT), 0);
     assert_closed(c);
     k = R_SLOW;
-    ck_assert(eventually(reason_seen, &k));
+    ck_assert(nt_eventually(reason_seen, &k));
     tcpmsg_conn_close(c, TCPMSG_NOWAIT);
     /* The server still serves. */
     c = client(s, NULL);
@@ -478,9 +464,9 @@ START_TEST(misbehaving_peer_closes_only_itself)
     exchange(c, "a new client");
     tcpmsg_conn_close(c, LONG_WAIT);
     int k = R_MSGSIZE;
-    ck_assert(eventually(reason_seen, &k));
+    ck_assert(nt_eventually(reason_seen, &k));
     k = R_HANDLER;
-    ck_assert(eventually(reason_seen, &k));
+    ck_assert(nt_eventually(reason_seen, &k));
     finish(s);
 }
 END_TEST
@@ -552,7 +538,7 @@ static void
 served_again(struct tcpmsg_server *s, int max_conns)
 {
     struct active_goal g = {s, (uint64_t)max_conns};
-    ck_assert(eventually(active_below, &g));
+    ck_assert(nt_eventually(active_below, &g));
     struct tcpmsg_conn *again = client(s, NULL);
     exchange(again, "x");
     tcpmsg_conn_close(again, LONG_WAIT);
@@ -661,7 +647,7 @@ START_TEST(stop_drains_received_frames)
      * flight when the stop comes is not received, and may be dropped). Their replies may
      * still be queued: delivering those is the drain's job. */
     int want = 101;
-    ck_assert(eventually(handled, &want));
+    ck_assert(nt_eventually(handled, &want));
     tcpmsg_server_stop(s);
     for (int i = 0; i < 100; i++) {
         struct tcpmsg_frame f;
@@ -675,7 +661,7 @@ START_TEST(stop_drains_received_frames)
     errno = 0;
     ck_assert_int_eq(waitpid(-1, NULL, WNOHANG), -1);
     int k = R_SHUTDOWN;
-    ck_assert(eventually(reason_seen, &k));
+    ck_assert(nt_eventually(reason_seen, &k));
 }
 END_TEST
 
@@ -716,7 +702,7 @@ START_TEST(sigterm_in_a_server_process)
     for (int i = 0; i < 50; i++)
         ck_assert_int_eq(tcpmsg_conn_send(c, &i, sizeof i, LONG_WAIT), 0);
     int want = 51;
-    ck_assert(eventually(handled, &want));
+    ck_assert(nt_eventually(handled, &want));
     ck_assert_int_eq(kill(pid, SIGTERM), 0);
     for (int i = 0; i < 50; i++) {
         struct tcpmsg_frame f;
@@ -812,7 +798,7 @@ START_TEST(pool_replaces_a_dead_worker)
     assert_closed(c);
     tcpmsg_conn_close(c, TCPMSG_NOWAIT);
     if (pool) {
-        ck_assert(eventually(replaced, s));
+        ck_assert(nt_eventually(replaced, s));
         struct tcpmsg_conn *cs[3];
         ck_assert_int_eq(m->workers, 3);
         for (int i = 0; i < 3; i++) {
@@ -884,7 +870,7 @@ START_TEST(stop_does_not_wait_for_a_half_frame)
     ck_assert(nt_recv_all(fd, back, sizeof back)); /* being served */
     ck_assert(nt_send_all(fd, half, sizeof half));
     int want = 1;
-    ck_assert(eventually(handled, &want));
+    ck_assert(nt_eventually(handled, &want));
     int64_t took = timed_stop(s, "stop_does_not_wait_for_a_half_frame", m, cfg.drain_ms);
     ck_assert_msg(took < scaled_ms(1000), "%s: the stop took %lld ms", m->name, (long long)took);
     ck_assert_int_eq(nt_drain(fd), 0); /* FIN: the end, with nothing after the reply */
@@ -911,7 +897,7 @@ START_TEST(a_worker_stuck_at_stop_is_killed)
     exchange(c, "served");
     ck_assert_int_eq(tcpmsg_conn_send(c, "hold", 4, LONG_WAIT), 0);
     int want = 2;
-    ck_assert(eventually(handled, &want)); /* stuck */
+    ck_assert(nt_eventually(handled, &want)); /* stuck */
     int64_t took = timed_stop(s, "a_worker_stuck_at_stop_is_killed", m, cfg.drain_ms);
     ck_assert_msg(took >= cfg.drain_ms, "%s: killed after %lld ms", m->name, (long long)took);
     assert_closed(c); /* the killed worker's socket closed with it */
@@ -948,12 +934,12 @@ START_TEST(stop_answers_frames_received_while_busy)
     ck_assert_int_eq(tcpmsg_conn_send(c, "hold", 4, LONG_WAIT), 0);
     ck_assert_int_eq(tcpmsg_conn_flush(c, LONG_WAIT), 0);
     int want = 2;
-    ck_assert(eventually(handled, &want)); /* the handler is busy */
+    ck_assert(nt_eventually(handled, &want)); /* the handler is busy */
     for (int i = 0; i < 50; i++)
         ck_assert_int_eq(tcpmsg_conn_send(c, &i, sizeof i, LONG_WAIT), 0);
     ck_assert_int_eq(tcpmsg_conn_flush(c, LONG_WAIT), 0);
     int fd = tcpmsg_conn_fd(c);
-    ck_assert(eventually(all_acked, &fd)); /* all 50 are in the server's socket */
+    ck_assert(nt_eventually(all_acked, &fd)); /* all 50 are in the server's socket */
     tcpmsg_server_stop(s);
     ck_assert_int_eq(write(sh->hold[1], "g", 1), 1);
     struct tcpmsg_frame f;
@@ -1004,7 +990,7 @@ START_TEST(log_callback_sees_every_event)
     assert_closed(c);
     tcpmsg_conn_close(c, 0);
     int ev = TCPMSG_EV_CLOSE;
-    ck_assert(eventually(event_seen, &ev));
+    ck_assert(nt_eventually(event_seen, &ev));
     ck_assert_int_eq(atomic_load(&sh->close_code), -EBADMSG);
     finish(s);
     ck_assert_int_eq(atomic_load(&sh->events[TCPMSG_EV_OPEN]), 1);
@@ -1028,7 +1014,7 @@ START_TEST(drop_from_a_handler)
     ck_assert_msg(r == -ECONNRESET, "got %s, not the reset", tcpmsg_errname(r));
     tcpmsg_conn_close(c, TCPMSG_NOWAIT);
     int k = R_DROP;
-    ck_assert(eventually(reason_seen, &k));
+    ck_assert(nt_eventually(reason_seen, &k));
     ck_assert_int_eq(atomic_load(&sh->reasons[R_OTHER]), 0);
     /* Bad calls. */
     ck_assert_int_eq(tcpmsg_server_drop(NULL, -ECANCELED), -EINVAL);
@@ -1242,7 +1228,7 @@ START_TEST(survives_running_out_of_fds)
      * kernel, or valgrind, has pidfd_open) in-process, or the worker's socket. */
     int server_side = in_worker ? 0 : m->model != TCPMSG_MODEL_FORK || have_pidfd() ? 1 : 0;
     struct fd_goal goal = {s, during - 1 - server_side, worker, worker_during - 1};
-    ck_assert_msg(eventually(settled, &goal), "%d fds, expected %d", nt_fd_count(), goal.fds);
+    ck_assert_msg(nt_eventually(settled, &goal), "%d fds, expected %d", nt_fd_count(), goal.fds);
 
     /* The process that accepts gets a descriptor limit its next accept cannot fit under (in
      * this process, the client's socket below takes the last number allowed). */
@@ -1397,7 +1383,7 @@ START_TEST(on_open_refuses)
     exchange(c, "welcome");
     tcpmsg_conn_close(c, LONG_WAIT);
     int k = R_EOF;
-    ck_assert(eventually(reason_seen, &k));
+    ck_assert(nt_eventually(reason_seen, &k));
     finish(s);
     ck_assert_int_eq(atomic_load(&sh->events[TCPMSG_EV_REFUSED]), 1);
     int closes = 0;
@@ -1427,7 +1413,7 @@ START_TEST(stop_is_bounded_by_drain_ms)
     frame[0] = 0, frame[1] = 4, frame[2] = 0, frame[3] = 0;
     ck_assert(nt_send_all(fd, frame, sizeof frame));
     int want = 1;
-    ck_assert(eventually(handled, &want));
+    ck_assert(nt_eventually(handled, &want));
     int64_t took = timed_stop(s, "stop_is_bounded_by_drain_ms", m, cfg.drain_ms);
     ck_assert_msg(took >= cfg.drain_ms - 20, "%s: the replies did not get their drain time "
                   "(%lld ms)", m->name, (long long)took);

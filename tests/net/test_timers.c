@@ -286,19 +286,6 @@ reply(struct tcpmsg_conn *c)
 }
 
 static bool
-eventually(bool (*cond)(void *), void *arg)
-{
-    int64_t dl = tcpmsg_deadline_in(20000);
-    while (!cond(arg)) {
-        if (tcpmsg_deadline_left(dl) == 0)
-            return false;
-        struct timespec ts = {0, 2 * 1000 * 1000};
-        nanosleep(&ts, NULL); /* polling a condition, not timing anything */
-    }
-    return true;
-}
-
-static bool
 closed_at_least(void *arg)
 {
     return atomic_load(&sh->closed) >= *(int *)arg;
@@ -365,7 +352,7 @@ START_TEST(a_timer_can_drop_its_connection)
     int r = tcpmsg_conn_recv(c, &f, LONG_WAIT);
     ck_assert_msg(r == -ECONNRESET || r == TCPMSG_EOF, "%s: %s", m->name, tcpmsg_errname(r));
     int want = 1;
-    ck_assert(eventually(closed_at_least, &want));
+    ck_assert(nt_eventually(closed_at_least, &want));
     ck_assert_int_eq(atomic_load(&sh->last_reason), -ECANCELED);
     tcpmsg_conn_close(c, TCPMSG_NOWAIT);
     finish(s);
@@ -381,7 +368,7 @@ START_TEST(timers_of_a_closed_connection_never_fire)
     ck_assert_str_eq(reply(c), "started:0");
     tcpmsg_conn_close(c, LONG_WAIT); /* ... and the connection ends first */
     int want = 1;
-    ck_assert(eventually(closed_at_least, &want));
+    ck_assert(nt_eventually(closed_at_least, &want));
     ck_assert_int_eq(atomic_load(&sh->stop_in_close), -ENOENT); /* cancelled before on_close */
     /* Well past the time it was due, another connection's timer looks. */
     c = client(s);

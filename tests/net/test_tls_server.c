@@ -173,19 +173,6 @@ exchange(struct tcpmsg_conn *c, const void *msg, size_t len)
 }
 
 static bool
-eventually(bool (*cond)(void *), void *arg)
-{
-    int64_t dl = tcpmsg_deadline_in(20000);
-    while (!cond(arg)) {
-        if (tcpmsg_deadline_left(dl) == 0)
-            return false;
-        struct timespec ts = {0, 2 * 1000 * 1000};
-        nanosleep(&ts, NULL); /* polling a condition, not timing anything */
-    }
-    return true;
-}
-
-static bool
 refusals_at_least(void *arg)
 {
     return atomic_load(&sh->refused_logged) >= *(int *)arg;
@@ -249,7 +236,7 @@ START_TEST(mutual_tls_identity_in_on_open)
     }
     ck_assert_msg(r == TCPMSG_ETLSALERT, "client: %s", tcpmsg_errname(r));
     int want = 1;
-    ck_assert(eventually(refusals_at_least, &want));
+    ck_assert(nt_eventually(refusals_at_least, &want));
     ck_assert_int_eq(atomic_load(&sh->last_refusal), TCPMSG_ECERTMISSING);
     finish(s);
     ck_assert_int_eq(atomic_load(&sh->opened), 1);
@@ -274,7 +261,7 @@ START_TEST(silent_and_plaintext_clients_are_refused)
     ck_assert_msg(got == 0 || got == -ECONNRESET, "silent client: %ld", got);
     close(silent);
     int want = 1;
-    ck_assert(eventually(refusals_at_least, &want));
+    ck_assert(nt_eventually(refusals_at_least, &want));
     ck_assert_int_eq(atomic_load(&sh->last_refusal), -ETIMEDOUT);
 
     int plain = tcpmsg_sock_connect("127.0.0.1", nt_service(tcpmsg_server_port(s)), NULL,
@@ -284,7 +271,7 @@ START_TEST(silent_and_plaintext_clients_are_refused)
     ck_assert_msg(got >= 0 || got == -ECONNRESET, "plain client: %ld", got);
     close(plain);
     want = 2;
-    ck_assert(eventually(refusals_at_least, &want));
+    ck_assert(nt_eventually(refusals_at_least, &want));
     ck_assert_int_eq(atomic_load(&sh->last_refusal), TCPMSG_ETLS);
 
     struct tcpmsg_conn *c = tls_client(s, cctx, NULL, NULL);
@@ -314,7 +301,7 @@ START_TEST(stop_over_tls_answers_and_ends_with_close_notify)
     for (int i = 0; i < 50; i++)
         ck_assert_int_eq(tcpmsg_conn_send(c, &i, sizeof i, LONG_WAIT), 0);
     int want = 51;
-    ck_assert(eventually(handled, &want));
+    ck_assert(nt_eventually(handled, &want));
     tcpmsg_server_stop(s);
     for (int i = 0; i < 50; i++) {
         struct tcpmsg_frame f;
