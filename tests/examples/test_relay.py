@@ -102,7 +102,8 @@ class Relay(unittest.TestCase):
             peak = status_kb(r.proc.pid, "VmHWM")
             print(f"relay: 1 GiB through a slow upstream: peak RSS {peak // 1024} MiB, "
                   f"{(peak - base) // 1024} MiB over the start", file=sys.stderr)
-            self.assertLess(peak - base, 32 * 1024)
+            if not os.environ.get("TCPMSG_SANITIZER"):  # ASan's quarantine holds what is freed
+                self.assertLess(peak - base, 32 * 1024)
             c.close()
             r.stop()
 
