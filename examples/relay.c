@@ -1,8 +1,9 @@
 /* tcpmsg-relay: listens, and for each client opens one connection to the upstream server;
  * every frame goes through both ways, in order, re-framed between the two framings (a line
  * client in front of a len32 server, say), with backpressure: a side whose reader is slow
- * stops the other side's reading until its queue drains. Either side's end ends the other,
- * after what was queued for it is written, with the same reason. Built on the EVENT loop:
+ * stops the other side's reading until its queue drains. A side's end of stream half-closes
+ * the other (the replies still come back); its reset or failure ends the other, after what
+ * was queued for it is written, with the same reason. Built on the EVENT loop:
  * outbound connections (tcpmsg_worker_dial), pause / resume and on_drain. The port it
  * listens on is printed on stdout; a line per connection and per upstream failure goes to
  * stderr. SIGINT/SIGTERM: stop, finish, exit 0. */
@@ -143,8 +144,23 @@ on_drain(struct tcpmsg_conn *c, void *user)
     (void)user;
     struct pair *p = tcpmsg_conn_user(c);
     struct tcpmsg_conn *from = p ? other(p, c) : NULL;
-    if (from && (c == p->client || p->up))
+    if (from)
         (void)tcpmsg_server_resume(from);
+}
+
+/* A side ended its stream (a client half-closed after its last request): the other side is
+ * half-closed after what was queued for it, and what it still sends comes back to this side,
+ * which ends once both directions have. */
+static int
+on_eof(struct tcpmsg_conn *c, void *user)
+{
+    (void)user;
+    struct pair *p = tcpmsg_conn_user(c);
+    struct tcpmsg_conn *to = p ? other(p, c) : NULL;
+    if (!to)
+        return TCPMSG_EOF; /* nothing more can come for c */
+    (void)tcpmsg_server_shutdown(to);
+    return 0;
 }
 
 /* Either side ended: the other ends after what was queued for it is written, with the same
@@ -238,7 +254,8 @@ main(int argc, char **argv)
     struct tcpmsg_handler h = {.on_open = on_open,
                                .on_message = on_message,
                                .on_close = on_close,
-                               .on_drain = on_drain};
+                               .on_drain = on_drain,
+                               .on_eof = on_eof};
     struct tcpmsg_server *s;
     int r = tcpmsg_server_create(&s, &cfg, &h);
     if (r < 0)

@@ -99,6 +99,13 @@ struct tcpmsg_handler {
     /* EVENT: c's queued output fell to output_low or below after it had been above: the
      * moment a relay resumes the connection it paused for c's sake (tcpmsg_server_resume). */
     void (*on_drain)(struct tcpmsg_conn *c, void *user);
+    /* EVENT: c's peer ended its stream cleanly (a half-close, after its last frame was
+     * delivered). Without on_eof, or when it returns < 0, c ends (on_close with TCPMSG_EOF,
+     * or the code returned). Return 0 to keep c for sending: it is no longer read (its idle
+     * timeout still runs) and ends with tcpmsg_server_close, or cleanly once its own side is
+     * ended with tcpmsg_server_shutdown, or on an error (the peer resets). The other models
+     * do not call it: a peer's end ends the connection there. */
+    int (*on_eof)(struct tcpmsg_conn *c, void *user);
 };
 
 /* Events reported to the log callback. */
@@ -389,6 +396,18 @@ TCPMSG_API int tcpmsg_worker_unwatch(struct tcpmsg_worker *w, int fd);
  * handler returns the reason instead).
  */
 TCPMSG_API int tcpmsg_server_close(struct tcpmsg_conn *c, int reason);
+
+/*
+ * tcpmsg_server_shutdown - half-closes c once its queued output is written: the peer reads
+ * the end of stream after the last frame sent, and c is still read (the replies to what it
+ * sent). From any callback of c's worker (EVENT). When the peer's end has come too (kept by
+ * on_eof, before or after), c ends cleanly: on_close(TCPMSG_EOF). Frames sent before the
+ * half-close is written go out before it; sends after it return -EPIPE (and that error ends
+ * c when a callback returns it). Returns 0 (also when c is already ending or half-closing),
+ * -EINVAL (c NULL), -ENOTSUP (c is not served under EVENT: a dialog uses
+ * tcpmsg_conn_shutdown).
+ */
+TCPMSG_API int tcpmsg_server_shutdown(struct tcpmsg_conn *c);
 
 /* Options of an outbound connection; zero-initialised fields take the default in brackets. */
 struct tcpmsg_dial_opts {

@@ -72,6 +72,11 @@ struct econn {
     bool resumed;        /* ... until resumed: the frames already buffered come first */
     bool above_low;      /* its output was above output_low: on_drain when it falls back */
     int end_reason;      /* tcpmsg_server_close: begins to close at the end of the callback */
+    bool peer_ended;     /* the peer's end of stream came and on_eof kept c: not read */
+    bool shut_wanted;    /* tcpmsg_server_shutdown: half-closes once its output is written */
+    bool shut_done;      /* ... done: when the peer has ended too, c closes (TCPMSG_EOF) */
+    bool hung_up;        /* epoll reports a hang-up while c is not read: out of the interest
+                            set until it reads again (a hang-up is always reported) */
     bool handshaking;    /* TLS handshake in progress: not opened yet (no on_open) */
     int64_t hs_deadline; /* ... and when it must have completed */
     int closing;         /* != 0: the reason; not reading, closes once output is written */
@@ -88,6 +93,7 @@ struct econn {
     uint32_t slot;     /* in the worker's registry */
     struct dial *dial; /* the dialler that opened it (NULL: accepted) */
     int refusal;       /* why it was refused (on_open's code, a handshake's failure) */
+    char *tuple;       /* with a log: its 4-tuple text, kept from the open for the close */
 };
 
 struct tcpmsg_worker {
@@ -183,18 +189,29 @@ unregister_conn(struct tcpmsg_worker *w, struct econn *e)
     e->sv.handle = 0;
 }
 
+#define NOT_POLLED UINT32_MAX /* econn.events: not in the epoll set */
+
 static int
 set_interest(struct tcpmsg_worker *w, struct econn *e)
 {
     uint32_t want = 0;
-    if (!e->paused && !e->user_paused && !e->closing)
+    if (!e->paused && !e->user_paused && !e->closing && !e->peer_ended)
         want |= EPOLLIN;
     if (tcpmsg_conn_output(e->c, NULL) > 0)
         want |= EPOLLOUT;
+    int op = EPOLL_CTL_MOD;
+    if (e->hung_up && !want) {
+        if (e->events == NOT_POLLED)
+            return 0;
+        op = EPOLL_CTL_DEL;
+        want = NOT_POLLED;
+    } else if (e->events == NOT_POLLED) {
+        op = EPOLL_CTL_ADD;
+    }
     if (want == e->events)
         return 0;
     struct epoll_event ev = {.events = want, .data.ptr = e};
-    if (epoll_ctl(w->ep, EPOLL_CTL_MOD, e->fd, &ev) < 0)
+    if (epoll_ctl(w->ep, op, e->fd, &ev) < 0)
         return -errno;
     e->events = want;
     return 0;
@@ -244,7 +261,8 @@ destroy_conn(struct tcpmsg_worker *w, struct econn *e, bool reset)
      * log says "closed" once it is back. */
     tcpmsg__release(w->s);
     if (e->closing)
-        tcpmsg__log(w->s, TCPMSG_EV_CLOSE, e->closing, e->fd);
+        tcpmsg__log_tuple(w->s, TCPMSG_EV_CLOSE, e->closing, e->fd, e->tuple);
+    free(e->tuple);
     if (reset)
         tcpmsg_conn_reset(e->c);
     else
@@ -400,6 +418,41 @@ econn_end(struct tcpmsg__served *sv, int reason)
     return 0;
 }
 
+/* tcpmsg_server_shutdown. */
+static int
+econn_shut(struct tcpmsg__served *sv)
+{
+    struct econn *e = (struct econn *)sv;
+    if (e->closing || e->sv.drop || e->end_reason || e->shut_wanted)
+        return 0;
+    e->shut_wanted = true;
+    mark_pending(e); /* half-closed at the end of the callback once its output is out */
+    return 0;
+}
+
+/* The half-close asked for, once e's output is written; when the peer has ended its side
+ * too, nothing is left to do in either direction: e ends cleanly. */
+static void
+half_close(struct tcpmsg_worker *w, struct econn *e)
+{
+    if (e->closing || !e->shut_wanted)
+        return;
+    if (!e->shut_done) {
+        if (tcpmsg_conn_output(e->c, NULL) > 0)
+            return; /* after EPOLLOUT took the rest */
+        int r = tcpmsg_conn_shutdown(e->c, TCPMSG_NOWAIT);
+        if (r == -ETIMEDOUT)
+            return;
+        if (r < 0) {
+            begin_close(w, e, r);
+            return;
+        }
+        e->shut_done = true;
+    }
+    if (e->peer_ended)
+        begin_close(w, e, TCPMSG_EOF);
+}
+
 /* tcpmsg_server_pause / resume. */
 static int
 econn_flow(struct tcpmsg__served *sv, bool pause)
@@ -433,6 +486,7 @@ settle(struct tcpmsg_worker *w, struct econn *e)
         pump(w, e);
     }
     drained(w, e);
+    half_close(w, e);
     if (!e->closing) {
         if (set_interest(w, e) < 0)
             begin_close(w, e, -EIO);
@@ -448,6 +502,26 @@ settle(struct tcpmsg_worker *w, struct econn *e)
     return true;
 }
 
+/* epoll reports an error or a hang-up on e while it is not read (paused, or its peer's end
+ * was kept by on_eof) and its output is written: a reset ends it with its error; a clean
+ * hang-up (both sides have ended their streams) takes e out of the epoll set until it reads
+ * again, since epoll would report it on every turn. */
+static void
+hang_up(struct tcpmsg_worker *w, struct econn *e)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(e->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err) {
+        begin_close(w, e, -err);
+        return;
+    }
+    if (e->peer_ended) {
+        begin_close(w, e, e->shut_done ? TCPMSG_EOF : -ECONNRESET);
+        return;
+    }
+    e->hung_up = true;
+}
+
 /* Delivers the frames that arrived, until input runs out, the handler or the peer ends the
  * connection, or the output passes the high watermark; then writes what it can. */
 static void
@@ -458,7 +532,7 @@ pump(struct tcpmsg_worker *w, struct econn *e)
     int reason = 0;
     w->current = e;
     tcpmsg__conn_readable(e->c);
-    while (!e->closing && !e->user_paused && !e->end_reason) {
+    while (!e->closing && !e->user_paused && !e->end_reason && !e->peer_ended) {
         if (tcpmsg_conn_output(e->c, NULL) >= s->cfg.output_high) {
             e->paused = true;
             break;
@@ -474,6 +548,18 @@ pump(struct tcpmsg_worker *w, struct econn *e)
             if (e->sv.drop)
                 break;
             continue;
+        }
+        if (r == TCPMSG_EOF && h->on_eof) {
+            /* The peer is done sending; the handler may keep c to finish its side. */
+            int k = h->on_eof(e->c, h->user);
+            if (k < 0) {
+                reason = k;
+            } else {
+                e->peer_ended = true;
+                if (e->shut_done)
+                    reason = TCPMSG_EOF;
+            }
+            break;
         }
         if (r != -ETIMEDOUT)
             reason = r;
@@ -521,7 +607,13 @@ open_conn(struct tcpmsg_worker *w, struct econn *e)
 {
     struct tcpmsg_server *s = w->s;
     e->handshaking = false;
-    tcpmsg__log(s, TCPMSG_EV_OPEN, 0, e->fd);
+    if (s->cfg.log) {
+        char tuple[TCPMSG_TUPLE_STRLEN];
+        if (tcpmsg_addr_tuple(e->fd, tuple, sizeof tuple) < 0)
+            tuple[0] = '\0';
+        e->tuple = strdup(tuple); /* NULL: the close logs what the socket still says */
+        tcpmsg__log_tuple(s, TCPMSG_EV_OPEN, 0, e->fd, tuple);
+    }
     int r = 0;
     w->current = e;
     if (s->h.on_open)
@@ -585,6 +677,7 @@ adopt(struct tcpmsg_worker *w, int fd, const struct tcpmsg_codec *codec)
     e->sv.dropped = dropped;
     e->sv.flow = econn_flow;
     e->sv.end = econn_end;
+    e->sv.shut = econn_shut;
     e->sv.worker = w;
     e->sv.c = e->c;
     e->sv.heap = &w->timers;
@@ -873,7 +966,7 @@ worker_main(void *arg)
                 handshake(w, e);
                 continue;
             }
-            if (!e->closing && !e->paused && !e->user_paused &&
+            if (!e->closing && !e->paused && !e->user_paused && !e->peer_ended &&
                 (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
                 pump(w, e);
             else if (ev[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
@@ -881,6 +974,8 @@ worker_main(void *arg)
                 int r = tcpmsg_conn_flush(e->c, TCPMSG_NOWAIT);
                 if (r < 0 && r != -ETIMEDOUT)
                     begin_close(w, e, r);
+                else if (!e->closing && (ev[i].events & (EPOLLHUP | EPOLLERR)))
+                    hang_up(w, e);
             }
             settle(w, e);
         }

@@ -96,12 +96,19 @@ tcpmsg_server_stop(struct tcpmsg_server *s)
 void
 tcpmsg__log(const struct tcpmsg_server *s, enum tcpmsg_server_event ev, int code, int fd)
 {
+    tcpmsg__log_tuple(s, ev, code, fd, NULL);
+}
+
+void
+tcpmsg__log_tuple(const struct tcpmsg_server *s, enum tcpmsg_server_event ev, int code, int fd,
+                  const char *tuple)
+{
     if (!s->cfg.log)
         return;
-    char tuple[TCPMSG_TUPLE_STRLEN] = "";
-    if (fd >= 0 && tcpmsg_addr_tuple(fd, tuple, sizeof tuple) < 0)
-        tuple[0] = '\0';
-    s->cfg.log(s->cfg.log_user, ev, code, tuple);
+    char buf[TCPMSG_TUPLE_STRLEN] = "";
+    if (!tuple && fd >= 0 && tcpmsg_addr_tuple(fd, buf, sizeof buf) < 0)
+        buf[0] = '\0';
+    s->cfg.log(s->cfg.log_user, ev, code, tuple ? tuple : buf);
 }
 
 void
@@ -351,6 +358,17 @@ tcpmsg_server_close(struct tcpmsg_conn *c, int reason)
     if (!sv || !sv->end)
         return -ENOTSUP;
     return sv->end(sv, reason);
+}
+
+int
+tcpmsg_server_shutdown(struct tcpmsg_conn *c)
+{
+    struct tcpmsg__served *sv = c ? tcpmsg__conn_hook_arg(c) : NULL;
+    if (!c)
+        return -EINVAL;
+    if (!sv || !sv->shut)
+        return -ENOTSUP;
+    return sv->shut(sv);
 }
 
 int

@@ -44,6 +44,7 @@ struct tcpmsg__served {
     struct tcpmsg_worker *worker;  /* EVENT: its worker (c NULL: the worker's own timers) */
     int (*flow)(struct tcpmsg__served *sv, bool pause); /* EVENT: tcpmsg_server_pause/resume */
     int (*end)(struct tcpmsg__served *sv, int reason);  /* EVENT: tcpmsg_server_close */
+    int (*shut)(struct tcpmsg__served *sv);             /* EVENT: tcpmsg_server_shutdown */
 };
 
 /* A connection served by a blocking worker thread, so that the server can shut its reading
@@ -129,6 +130,10 @@ struct tcpmsg__child_state {
 extern struct tcpmsg__child_state tcpmsg__child;
 /* Reports an event to the log callback, with fd's 4-tuple (fd < 0: none). */
 void tcpmsg__log(const struct tcpmsg_server *s, enum tcpmsg_server_event ev, int code, int fd);
+/* Logs with the 4-tuple given (kept from the open: once both sides have ended, or after a
+ * reset, the socket has no peer any more), or the fd's when tuple is NULL. */
+void tcpmsg__log_tuple(const struct tcpmsg_server *s, enum tcpmsg_server_event ev, int code,
+                       int fd, const char *tuple);
 /* Adds a finished connection's counters and outcome. */
 void tcpmsg__account(struct tcpmsg_server *s, const struct tcpmsg_conn *c, int reason);
 /* Takes one of the max_conns connection slots for fd (true), or refuses fd: closed at once,

@@ -51,7 +51,8 @@ cmake --build "$work/cmake" >"$work/cmake-build.log"
 ls "$libdir"/libtcpmsg.so.0 >/dev/null 2>&1 || ls "$libdir"/libtcpmsg.a >/dev/null
 ls "$prefix"/include/tcpmsg/codec.h >/dev/null
 "$prefix"/bin/tcpmsg-cat --version >/dev/null # the installed tool, with its man page
-ls "$prefix"/share/man/man1/tcpmsg-cat.1 >/dev/null
+"$prefix"/bin/tcpmsg-relay --version >/dev/null
+ls "$prefix"/share/man/man1/tcpmsg-cat.1 "$prefix"/share/man/man1/tcpmsg-relay.1 >/dev/null
 # The reference manual is installed: man finds a function's page and the overview.
 if command -v man >/dev/null; then
     MANPATH="$prefix/share/man" man -w tcpmsg_conn_recv >/dev/null

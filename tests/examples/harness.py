@@ -109,6 +109,19 @@ def run(name, *args, input=b"", timeout=WAIT):
                           timeout=timeout)
 
 
+def undocumented_options(name):
+    """The long options NAME's --help lists that its page docs/man/NAME.1 does not name."""
+    import re
+    r = run(name, "--help")
+    options = set(re.findall(r"(--[a-z][a-z-]+)", (r.stdout + r.stderr).decode()))
+    assert options, "no option in %s --help" % name
+    page = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "man",
+                        name + ".1")
+    with open(page) as f:
+        text = f.read().replace("\\-", "-")
+    return sorted(o for o in options if o not in text)
+
+
 def len32(payload):
     return struct.pack("!I", len(payload)) + payload
 

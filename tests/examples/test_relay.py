@@ -4,6 +4,7 @@ slow upstream bounds the relay's memory while 1 GiB is offered; each side's end 
 reset, a refusal) ends the other with its reason; the command line as documented."""
 import hashlib
 import os
+import re
 import socket
 import struct
 import sys
@@ -11,7 +12,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (WAIT, OneShotPeer, Server, connect, len32, main, recv_exactly,  # noqa
-                     recv_until_closed, reset, run)
+                     recv_until_closed, reset, run, undocumented_options)
 
 
 def frame(sock):
@@ -69,6 +70,40 @@ class Relay(unittest.TestCase):
             status, log = r.stop()
         self.assertEqual(status, 0, log)
         self.assertEqual(log.count("closed: end of stream"), 2, log)
+
+    def test_a_client_that_half_closes_gets_every_reply(self):
+        """The client sends its requests and ends its stream at once; the upstream answers
+        only after it read that end (then closes): every answer still reaches the client,
+        then the end of stream, and the relay logs two clean ends."""
+        def upstream(conn):
+            got = []
+            while True:
+                try:
+                    got.append(frame(conn))
+                except EOFError:
+                    break  # the client's end, passed on as a half-close
+            for data in got:
+                conn.sendall(len32(data.upper()))
+            conn.shutdown(socket.SHUT_WR)
+
+        peer = OneShotPeer(upstream)
+        with self.relay(peer.port, "--framing", "line", "--upstream-framing", "len32") as r:
+            c = connect(r.port)
+            lines = [b"request %d" % i for i in range(500)]
+            c.sendall(b"".join(ln + b"\n" for ln in lines))
+            c.shutdown(socket.SHUT_WR)
+            data, how = recv_until_closed(c)
+            self.assertEqual(how, "eof")
+            self.assertEqual(data, b"".join(ln.upper() + b"\n" for ln in lines))
+            c.close()
+            peer.close()
+            self.assertIsNone(peer.error)
+            status, log = r.stop()
+        self.assertEqual(status, 0, log)
+        self.assertEqual(log.count("closed: end of stream"), 2, log)
+        for ln in log.splitlines():  # a close line keeps its 4-tuple once the socket has none
+            if "closed:" in ln:
+                self.assertRegex(ln, r": \S+:\d+ \S+:\d+ closed: ", ln)
 
     def test_a_slow_upstream_bounds_the_relay_memory(self):
         """1 GiB offered by the client to an upstream that reads slower than the relay can
@@ -152,6 +187,12 @@ class Relay(unittest.TestCase):
             r = run("tcpmsg-relay", *args)
             self.assertEqual(r.returncode, 2, (args, r.stderr))
             self.assertEqual(r.stderr.count(b"\n"), 1 + (b"--help" in r.stderr and 0), r.stderr)
+
+    def test_the_man_page_documents_every_option(self):
+        self.assertEqual(undocumented_options("tcpmsg-relay"), [])
+        r = run("tcpmsg-relay", "--version")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn(b"tcpmsg-relay (libtcpmsg)", r.stdout)
 
 
 if __name__ == "__main__":

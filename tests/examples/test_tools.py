@@ -13,7 +13,7 @@ import unittest
 import zlib
 
 from harness import (WAIT, OneShotPeer, Server, connect, len32, main, prog, recv_exactly,
-                     recv_until_closed, reset, run)
+                     recv_until_closed, reset, run, undocumented_options)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY_CALC = os.path.join(HERE, "..", "..", "examples", "python", "calc_client.py")
@@ -106,17 +106,8 @@ class Cat(unittest.TestCase):
 
     def test_man_page_documents_every_option(self):
         """Every long option --help lists (TLS ones included) is in tcpmsg-cat(1)."""
-        import re
-        r = run("tcpmsg-cat", "--help")
-        helptext = (r.stdout + r.stderr).decode()
-        options = set(re.findall(r"(--[a-z][a-z-]+)", helptext))
-        self.assertIn("--tls-verify-peer", options)
-        man = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
-                           "man", "tcpmsg-cat.1")
-        with open(man) as f:
-            page = f.read().replace("\\-", "-")
-        missing = sorted(o for o in options if o not in page)
-        self.assertEqual(missing, [], "options missing from docs/man/tcpmsg-cat.1")
+        self.assertIn(b"--tls-verify-peer", run("tcpmsg-cat", "--help").stdout)
+        self.assertEqual(undocumented_options("tcpmsg-cat"), [])
 
 
 class FileTransfer(unittest.TestCase):

@@ -506,6 +506,191 @@ START_TEST(a_paused_connection_waits_and_is_not_idle)
 }
 END_TEST
 
+/* ---- half-close: on_eof and tcpmsg_server_shutdown ----------------------------------------- */
+
+static atomic_int eofs, hc_closes, hc_reason, late_send, after_shut_send;
+static bool keep_on_eof;
+static int64_t late_ms; /* when on_eof's reply goes */
+
+static void
+late_reply(struct tcpmsg_conn *c, uint64_t id, void *arg)
+{
+    (void)id, (void)arg;
+    atomic_store(&late_send, tcpmsg_conn_send(c, "late", 4, TCPMSG_FOREVER));
+    flag_if(tcpmsg_server_shutdown(c) != 0);
+    flag_if(tcpmsg_server_shutdown(c) != 0); /* twice: still 0 */
+}
+
+static int
+hc_eof(struct tcpmsg_conn *c, void *user)
+{
+    (void)user;
+    atomic_fetch_add(&eofs, 1);
+    if (!keep_on_eof)
+        return -ECANCELED;
+    /* The answer comes after the peer's end, from the loop's clock. */
+    flag_if(tcpmsg_timer_start(c, late_ms, 0, late_reply, NULL, NULL) != 0);
+    return 0;
+}
+
+static int
+hc_message(struct tcpmsg_conn *c, const struct tcpmsg_frame *m, void *user)
+{
+    (void)user;
+    if (m->len == 4 && memcmp(m->data, "shut", 4) == 0) {
+        /* This side ends first; what the peer still sends is read. */
+        flag_if(tcpmsg_conn_send(c, "bye", 3, TCPMSG_FOREVER) != 0);
+        flag_if(tcpmsg_server_shutdown(c) != 0);
+        return 0;
+    }
+    if (m->len == 5 && memcmp(m->data, "after", 5) == 0) {
+        atomic_store(&after_shut_send, tcpmsg_conn_send(c, "x", 1, TCPMSG_FOREVER));
+        return 0;
+    }
+    return tcpmsg_conn_send(c, m->data, m->len, TCPMSG_FOREVER);
+}
+
+static void
+hc_close(struct tcpmsg_conn *c, int reason, void *user)
+{
+    (void)c, (void)user;
+    atomic_store(&hc_reason, reason);
+    atomic_fetch_add(&hc_closes, 1);
+}
+
+static bool
+after_was_sent(void *arg)
+{
+    (void)arg;
+    return atomic_load(&after_shut_send) != 1;
+}
+
+static struct tcpmsg_server *
+hc_server(bool keep)
+{
+    atomic_store(&failures, 0);
+    atomic_store(&eofs, 0);
+    atomic_store(&hc_closes, 0);
+    atomic_store(&hc_reason, 0);
+    atomic_store(&late_send, 1);
+    atomic_store(&after_shut_send, 1);
+    keep_on_eof = keep;
+    late_ms = 20;
+    static struct tcpmsg_handler h = {.on_message = hc_message, .on_close = hc_close,
+                                      .on_eof = hc_eof};
+    struct tcpmsg_server_config cfg = {.host = "127.0.0.1", .workers = 1};
+    return nt_server(&cfg, &h);
+}
+
+START_TEST(a_peer_that_half_closes_still_gets_its_late_replies)
+{
+    struct tcpmsg_server *s = hc_server(true);
+    struct tcpmsg_conn *c = nt_client(s, &length4);
+    ck_assert_int_eq(tcpmsg_conn_send(c, "one", 3, TCPMSG_NOWAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_send(c, "two", 3, TCPMSG_NOWAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_shutdown(c, LONG_WAIT), 0);
+    char buf[16];
+    ck_assert_str_eq(reply(c, buf, sizeof buf), "one");
+    ck_assert_str_eq(reply(c, buf, sizeof buf), "two");
+    ck_assert_str_eq(reply(c, buf, sizeof buf), "late");
+    struct tcpmsg_frame f;
+    ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), TCPMSG_EOF);
+    ck_assert(wait_for(&hc_closes, 1));
+    ck_assert_int_eq(atomic_load(&hc_reason), TCPMSG_EOF); /* both sides ended cleanly */
+    ck_assert_int_eq(atomic_load(&eofs), 1);
+    ck_assert_int_eq(atomic_load(&late_send), 0);
+    tcpmsg_conn_close(c, LONG_WAIT);
+    nt_server_end(s);
+    ck_assert_int_eq(atomic_load(&failures), 0);
+}
+END_TEST
+
+START_TEST(on_eof_refusing_ends_the_connection_at_once)
+{
+    struct tcpmsg_server *s = hc_server(false);
+    struct tcpmsg_conn *c = nt_client(s, &length4);
+    ck_assert_int_eq(tcpmsg_conn_send(c, "one", 3, TCPMSG_NOWAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_shutdown(c, LONG_WAIT), 0);
+    char buf[16];
+    ck_assert_str_eq(reply(c, buf, sizeof buf), "one");
+    struct tcpmsg_frame f;
+    ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), TCPMSG_EOF);
+    ck_assert(wait_for(&hc_closes, 1));
+    ck_assert_int_eq(atomic_load(&hc_reason), -ECANCELED);
+    ck_assert_int_eq(atomic_load(&late_send), 1); /* no timer ran */
+    tcpmsg_conn_close(c, LONG_WAIT);
+    nt_server_end(s);
+    ck_assert_int_eq(atomic_load(&failures), 0);
+}
+END_TEST
+
+START_TEST(the_server_ends_its_side_first_and_still_reads)
+{
+    struct tcpmsg_server *s = hc_server(true);
+    struct tcpmsg_conn *c = nt_client(s, &length4);
+    ck_assert_int_eq(tcpmsg_conn_send(c, "shut", 4, LONG_WAIT), 0);
+    char buf[16];
+    ck_assert_str_eq(reply(c, buf, sizeof buf), "bye");
+    struct tcpmsg_frame f;
+    ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), TCPMSG_EOF); /* its half-close */
+    /* The server still reads: this frame arrives, and its send says the side is shut. */
+    ck_assert_int_eq(tcpmsg_conn_send(c, "after", 5, LONG_WAIT), 0);
+    ck_assert_int_eq(tcpmsg_conn_flush(c, LONG_WAIT), 0);
+    ck_assert(nt_eventually(after_was_sent, NULL));
+    ck_assert_int_eq(atomic_load(&after_shut_send), -EPIPE);
+    ck_assert_int_eq(atomic_load(&hc_closes), 0);
+    /* Our end: both sides have ended, the server's connection closes cleanly. on_eof kept
+     * it, its timer's late reply finds the side shut. */
+    ck_assert_int_eq(tcpmsg_conn_shutdown(c, LONG_WAIT), 0);
+    ck_assert(wait_for(&hc_closes, 1));
+    ck_assert_int_eq(atomic_load(&hc_reason), TCPMSG_EOF);
+    tcpmsg_conn_close(c, LONG_WAIT);
+    nt_server_end(s);
+    ck_assert_int_eq(atomic_load(&failures), 0);
+}
+END_TEST
+
+/* A connection that is not read (paused, or its end kept by on_eof) and is reset: the reset
+ * ends it with its error, at once (level-triggered epoll reports the hang-up on every turn:
+ * left alone, the worker would spin and on_close would never come). */
+static atomic_int hu_opened;
+static int
+hu_open(struct tcpmsg_conn *c, void *user)
+{
+    (void)user;
+    atomic_fetch_add(&hu_opened, 1);
+    return tcpmsg_server_pause(c);
+}
+
+START_TEST(a_connection_not_read_that_is_reset_ends_with_the_reset)
+{
+    for (int kept = 0; kept < 2; kept++) {
+        struct tcpmsg_server *s = hc_server(true);
+        late_ms = 600000; /* the reset comes first */
+        atomic_store(&hu_opened, 0);
+        struct tcpmsg_handler ph = {.on_open = hu_open, .on_message = hc_message,
+                                    .on_close = hc_close};
+        struct tcpmsg_server_config cfg = {.host = "127.0.0.1", .workers = 1};
+        struct tcpmsg_server *ps = kept ? NULL : nt_server(&cfg, &ph);
+        struct tcpmsg_conn *c = nt_client(kept ? s : ps, &length4);
+        if (kept) {
+            /* Half-closed, kept by on_eof: then reset before the late reply. */
+            ck_assert_int_eq(tcpmsg_conn_shutdown(c, LONG_WAIT), 0);
+            ck_assert(wait_for(&eofs, 1));
+        } else {
+            ck_assert(wait_for(&hu_opened, 1));
+        }
+        tcpmsg_conn_reset(c);
+        ck_assert(wait_for(&hc_closes, 1));
+        int why = atomic_load(&hc_reason);
+        ck_assert_msg(why == -ECONNRESET || why == -EPIPE, "%s", tcpmsg_errname(why));
+        if (ps)
+            nt_server_end(ps);
+        nt_server_end(s);
+    }
+}
+END_TEST
+
 /* ---- the other models ---------------------------------------------------------------------- */
 
 static atomic_int other_answers; /* each call's result, checked in the test thread */
@@ -859,6 +1044,10 @@ main(void)
     tcase_add_test(t, a_watched_pipe_is_read_in_the_loop);
     tcase_add_test(t, pause_and_on_drain_carry_backpressure_across_connections);
     tcase_add_test(t, a_paused_connection_waits_and_is_not_idle);
+    tcase_add_test(t, a_peer_that_half_closes_still_gets_its_late_replies);
+    tcase_add_test(t, on_eof_refusing_ends_the_connection_at_once);
+    tcase_add_test(t, the_server_ends_its_side_first_and_still_reads);
+    tcase_add_test(t, a_connection_not_read_that_is_reset_ends_with_the_reset);
     tcase_add_test(t, the_blocking_models_say_not_supported);
     tcase_add_test(t, a_dialled_connection_is_served_by_the_handler);
     tcase_add_test(t, a_refused_port_and_a_black_hole_fail_with_their_reason);
