@@ -433,6 +433,12 @@ struct tcpmsg_dial_opts {
     void (*on_down)(struct tcpmsg_worker *w, uint64_t id, int reason, int64_t retry_ms,
                     void *arg);
     void *arg; /* on_down's */
+    struct tcpmsg_tls_ctx *tls; /* a client context: each connection runs TLS, its handshake
+                                   within connect_timeout_ms too, before on_open; a failed
+                                   handshake is a failed attempt (on_down with its TLS error)
+                                   [plain TCP]; the dialler keeps a reference */
+    const char *tls_name;       /* TLS: the name sent as SNI and checked in the server's
+                                   certificate, copied [host] */
 };
 
 /*
@@ -442,10 +448,10 @@ struct tcpmsg_dial_opts {
  * tcpmsg_sock_connect), and with .reconnect dialled again after each failure or end, with
  * exponential back-off and jitter. The name is resolved in the worker's thread at each
  * attempt (a numeric address or a name in /etc/hosts does not wait; a DNS name may block
- * the loop for the resolver's time). Plain TCP (TLS is not offered on dialled connections
- * yet). The dialler's id (never 0) goes to *id. Returns 0 (the outcome comes later, in the
- * callbacks), -EINVAL (w, host or port NULL, port empty, a negative time), -ENOMEM,
- * -ESHUTDOWN (the server is stopping).
+ * the loop for the resolver's time). TLS with opts->tls. The dialler's id (never 0) goes to
+ * *id. Returns 0 (the outcome comes later, in the callbacks), -EINVAL (w, host or port NULL,
+ * port empty, a negative time, a server TLS context), -ENOMEM, -ESHUTDOWN (the server is
+ * stopping).
  * tcpmsg_worker_dial_stop - no more attempts: a pending one is abandoned, an open
  * connection stays open (drop it with tcpmsg_server_drop) and is not dialled again once it
  * ends. 0, or -ENOENT.

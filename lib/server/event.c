@@ -1128,7 +1128,7 @@ struct dial {
     uint8_t kind; /* KIND_DIAL */
     uint64_t id;
     struct tcpmsg_worker *w;
-    char host[256], port[64];
+    char host[256], port[64], tls_name[256];
     struct tcpmsg_dial_opts o;
     struct tcpmsg_codec codec; /* o.codec's copy */
     struct tcpmsg_addr addrs[16];
@@ -1169,6 +1169,7 @@ dial_unlink_free(struct dial *d)
     struct tcpmsg_worker *w = d->w;
     tcpmsg__timers_disarm(&w->timers, &d->timer.node);
     tcpmsg__he_abort(&d->he);
+    tcpmsg_tls_ctx_destroy(d->o.tls); /* its reference */
     for (struct dial **p = &w->dials; *p; p = &(*p)->next) {
         if (*p == d) {
             *p = d->next;
@@ -1249,6 +1250,20 @@ dial_won(struct dial *d, int fd)
     e->sv.dial_id = d->id;
     d->conn = e;
     d->opened_at = tcpmsg_now_ms();
+    if (d->o.tls) {
+        /* The handshake under the attempt's deadline; a failure refuses the connection, which
+         * dial_conn_ended reports as a failed attempt. */
+        struct tcpmsg_tls_params p = {.ctx = d->o.tls, .name = d->tls_name};
+        e->handshaking = true;
+        e->hs_deadline = d->deadline;
+        watch_deadline(w, e);
+        int h = tcpmsg_conn_start_tls(e->c, &p, TCPMSG_NOWAIT);
+        if (h != -ETIMEDOUT)
+            handshake_result(w, e, h);
+        else if (set_interest(w, e) < 0)
+            refuse(w, e, -EIO);
+        return;
+    }
     watch_deadline(w, e);
     (void)open_conn(w, e); /* a refusal by on_open ends it: dial_conn_ended says so */
 }
@@ -1358,7 +1373,9 @@ tcpmsg_worker_dial(struct tcpmsg_worker *w, const char *host, const char *port,
     if (!w || !host || !port || !*port || opts->connect_timeout_ms < 0 ||
         opts->attempt_delay_ms < 0 || opts->backoff_initial_ms < 0 || opts->backoff_max_ms < 0 ||
         opts->healthy_ms < 0 || strlen(host) >= sizeof((struct dial *)0)->host ||
-        strlen(port) >= sizeof((struct dial *)0)->port)
+        strlen(port) >= sizeof((struct dial *)0)->port ||
+        (opts->tls && tcpmsg_tls_ctx_role(opts->tls) != TCPMSG_TLS_CLIENT) ||
+        strlen(opts->tls_name ? opts->tls_name : host) >= sizeof((struct dial *)0)->tls_name)
         return -EINVAL;
     if (w->stopping || tcpmsg__stopping(w->s))
         return -ESHUTDOWN;
@@ -1385,6 +1402,10 @@ tcpmsg_worker_dial(struct tcpmsg_worker *w, const char *host, const char *port,
     d->backoff = d->o.backoff_initial_ms;
     memcpy(d->host, host, strlen(host) + 1);
     memcpy(d->port, port, strlen(port) + 1);
+    const char *name = opts->tls_name ? opts->tls_name : host;
+    memcpy(d->tls_name, name, strlen(name) + 1);
+    d->o.tls_name = d->tls_name;
+    d->o.tls = tcpmsg_tls_ctx_ref(opts->tls);
     d->id = atomic_fetch_add(&last_dial_id, 1) + 1;
     tcpmsg__timer_init(&d->timer.node);
     d->timer.fn = dial_due;

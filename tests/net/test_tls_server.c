@@ -2,7 +2,8 @@
  * completes before on_open, which reads what was negotiated; frames up to 16 MiB and
  * pipelines both ways; mutual TLS; a client that never says hello is closed by the
  * handshake deadline while others are served; plaintext is refused; the graceful stop ends
- * with close_notify; idle timeouts; sessions resume, across worker processes too. With the
+ * with close_notify; idle timeouts; sessions resume, across worker processes too; the
+ * EVENT loop's outbound connections run TLS against every model. With the
  * test PKI of tests/tls/make_certs.sh (TCPMSG_TLS_CERTS). Exits 77 (a CTest skip) when the
  * library was built without TLS. */
 #include "nettest.h"
@@ -367,6 +368,101 @@ START_TEST(sessions_resume_across_workers)
 }
 END_TEST
 
+/* ---- the loop's outbound connections over TLS ---------------------------------------- */
+
+/* The dialling side: a pure client (no listener), one worker, whose on_worker_start dials
+ * the server under test with the right name (it must echo), then with a name the
+ * certificate does not carry (the attempt must fail with that reason, before any on_open). */
+static struct {
+    char port[16];
+    struct tcpmsg_tls_ctx *ctx;
+    atomic_int echoed, downs, down_reason, opened_wrong;
+    atomic_long down_retry;
+    uint64_t good, bad;
+} dl;
+
+static void
+dl_down(struct tcpmsg_worker *w, uint64_t id, int reason, int64_t retry_ms, void *arg)
+{
+    (void)w, (void)arg;
+    if (id != dl.bad)
+        return;
+    atomic_store(&dl.down_reason, reason);
+    atomic_store(&dl.down_retry, (long)retry_ms);
+    atomic_fetch_add(&dl.downs, 1);
+}
+
+static void
+dl_start(struct tcpmsg_worker *w, void *user)
+{
+    (void)user;
+    struct tcpmsg_dial_opts o = {.tls = dl.ctx, .on_down = dl_down};
+    int r = tcpmsg_worker_dial(w, "127.0.0.1", dl.port, &o, &dl.good);
+    if (r != 0)
+        atomic_store(&dl.down_reason, r); /* not TCPMSG_ECERTNAME: the test fails */
+}
+
+static int
+dl_open(struct tcpmsg_conn *c, void *user)
+{
+    (void)user;
+    if (tcpmsg_conn_dial_id(c) == dl.bad)
+        atomic_fetch_add(&dl.opened_wrong, 1);
+    struct tcpmsg_tls_info i;
+    if (tcpmsg_conn_tls_info(c, &i) != 0 || !i.done)
+        return -EPROTO; /* not encrypted, or on_open before the handshake: no echo */
+    return tcpmsg_conn_send(c, "over tls", 8, TCPMSG_FOREVER);
+}
+
+static int
+dl_message(struct tcpmsg_conn *c, const struct tcpmsg_frame *m, void *user)
+{
+    (void)user;
+    if (m->len != 8 || memcmp(m->data, "over tls", 8) != 0)
+        return -EPROTO;
+    atomic_fetch_add(&dl.echoed, 1);
+    /* Then the wrong name, once this connection is gone (an ITERATIVE server serves one
+     * connection at a time). */
+    struct tcpmsg_dial_opts o = {.tls = dl.ctx, .on_down = dl_down,
+                                 .tls_name = "not-the-server.example"};
+    int r = tcpmsg_worker_dial(tcpmsg_conn_worker(c), "127.0.0.1", dl.port, &o, &dl.bad);
+    if (r != 0)
+        atomic_store(&dl.down_reason, r);
+    return TCPMSG_EOF;
+}
+
+static bool
+dl_done(void *arg)
+{
+    (void)arg;
+    return atomic_load(&dl.echoed) >= 1 && atomic_load(&dl.downs) >= 1;
+}
+
+START_TEST(the_loop_dials_out_over_tls)
+{
+    const struct nt_model *m = &models[_i];
+    struct tcpmsg_tls_config tls = {0};
+    struct tcpmsg_server_config cfg = {0};
+    struct tcpmsg_server *s = start(m, &cfg, &tls);
+    memset(&dl, 0, sizeof dl);
+    snprintf(dl.port, sizeof dl.port, "%d", tcpmsg_server_port(s));
+    dl.ctx = client_ctx(false);
+    struct tcpmsg_handler h = {.on_worker_start = dl_start, .on_open = dl_open,
+                               .on_message = dl_message};
+    struct tcpmsg_server_config dc = {.no_listener = true, .workers = 1};
+    struct tcpmsg_server *d = nt_server(&dc, &h);
+    ck_assert_msg(nt_eventually(dl_done, NULL), "echoed %d, %d down: %s", atomic_load(&dl.echoed),
+                  atomic_load(&dl.downs), tcpmsg_errname(atomic_load(&dl.down_reason)));
+    ck_assert_int_eq(atomic_load(&dl.echoed), 1);
+    ck_assert_int_eq(atomic_load(&dl.down_reason), TCPMSG_ECERTNAME);
+    ck_assert_int_eq(atomic_load(&dl.down_retry), -1); /* no reconnect asked */
+    ck_assert_int_eq(atomic_load(&dl.opened_wrong), 0);
+    nt_server_end(d);
+    tcpmsg_tls_ctx_destroy(dl.ctx);
+    finish(s);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -392,6 +488,7 @@ main(void)
     tcase_add_loop_test(t, stop_over_tls_answers_and_ends_with_close_notify, 0, nmodels);
     tcase_add_loop_test(t, idle_timeout_over_tls, 0, nmodels);
     tcase_add_loop_test(t, sessions_resume_across_workers, 0, nmodels);
+    tcase_add_loop_test(t, the_loop_dials_out_over_tls, 0, nmodels);
     suite_add_tcase(s, t);
     return tu_run(s);
 }
