@@ -398,7 +398,131 @@ tool_tls_start(struct tcpmsg_conn *c, struct tcpmsg_tls_ctx *ctx, const struct t
     if (r < 0)
         tool_die("TLS handshake with %s: %s%s%s%s", host ? host : "the client", tcpmsg_strerror(r),
                  info.detail[0] ? " (" : "", info.detail, info.detail[0] ? ")" : "");
-    if (t->ktls)
+    tool_tls_say_ktls(c, t);
+}
+
+void
+tool_tls_say_ktls(const struct tcpmsg_conn *c, const struct tool_tls *t)
+{
+    struct tcpmsg_tls_info info;
+    if (t->ktls && tcpmsg_conn_tls_info(c, &info) == 0)
         tool_warn("TLS: kTLS: %s encrypts, %s decrypts", info.ktls_send ? "the kernel" : "OpenSSL",
                   info.ktls_recv ? "the kernel" : "OpenSSL");
+}
+
+bool
+tool_tls_error(int code)
+{
+    return code <= TCPMSG_ETLS && code >= TCPMSG_ETLSTRUNC;
+}
+
+/* ---- stdin in the loop ------------------------------------------------------------------- */
+
+static struct {
+    struct tool_input *in;
+    struct tcpmsg_worker *w;
+    void (*more)(void *arg);
+    void *arg;
+    bool by_timer; /* always ready (a regular file, /dev/null): read from a timer */
+    bool on;       /* being read (not paused, not at its end) */
+    uint64_t timer;
+} stdin_loop;
+
+static void stdin_set(bool on);
+
+static void
+stdin_read(void)
+{
+    tool_input_read(stdin_loop.in);
+    if (stdin_loop.in->eof)
+        stdin_set(false);
+    stdin_loop.more(stdin_loop.arg);
+}
+
+static void
+stdin_ready(struct tcpmsg_worker *w, int fd, int events, void *arg)
+{
+    (void)w, (void)fd, (void)events, (void)arg;
+    stdin_read();
+}
+
+static void
+stdin_turn(struct tcpmsg_worker *w, uint64_t id, void *arg)
+{
+    (void)w, (void)id, (void)arg;
+    stdin_loop.timer = 0;
+    if (!stdin_loop.on)
+        return;
+    if (tcpmsg_worker_timer_start(stdin_loop.w, 0, 0, stdin_turn, NULL, &stdin_loop.timer) < 0)
+        tool_die("out of memory");
+    stdin_read(); /* after the next turn's timer is set: stdin_set(false) there stops it */
+}
+
+static void
+stdin_set(bool on)
+{
+    if (on == stdin_loop.on || (on && stdin_loop.in->eof))
+        return;
+    stdin_loop.on = on;
+    int r = 0;
+    if (stdin_loop.by_timer) {
+        if (on)
+            r = tcpmsg_worker_timer_start(stdin_loop.w, 0, 0, stdin_turn, NULL, &stdin_loop.timer);
+        else if (stdin_loop.timer)
+            (void)tcpmsg_worker_timer_stop(stdin_loop.w, stdin_loop.timer), stdin_loop.timer = 0;
+    } else {
+        r = on ? tcpmsg_worker_watch(stdin_loop.w, STDIN_FILENO, TCPMSG_WATCH_IN, stdin_ready, NULL)
+               : tcpmsg_worker_unwatch(stdin_loop.w, STDIN_FILENO);
+    }
+    if (r < 0)
+        tool_die("reading stdin: %s", tcpmsg_strerror(r));
+}
+
+void
+tool_stdin_start(struct tool_input *in, struct tcpmsg_worker *w, void (*more)(void *arg),
+                 void *arg)
+{
+    stdin_loop.in = in;
+    stdin_loop.w = w;
+    stdin_loop.more = more;
+    stdin_loop.arg = arg;
+    int r = tcpmsg_worker_watch(w, STDIN_FILENO, TCPMSG_WATCH_IN, stdin_ready, NULL);
+    if (r == -EPERM) {
+        stdin_loop.by_timer = true; /* epoll refuses what is always ready */
+        stdin_loop.on = false;
+        stdin_set(true);
+        return;
+    }
+    if (r < 0)
+        tool_die("reading stdin: %s", tcpmsg_strerror(r));
+    stdin_loop.on = true;
+}
+
+static bool flush_armed;
+
+static void
+flush_due(struct tcpmsg_worker *w, uint64_t id, void *arg)
+{
+    (void)w, (void)id, (void)arg;
+    flush_armed = false;
+    if (fflush(stdout) != 0)
+        tool_die("writing stdout: %s", strerror(errno));
+}
+
+void
+tool_stdout_flush_soon(struct tcpmsg_worker *w)
+{
+    if (flush_armed)
+        return;
+    if (tcpmsg_worker_timer_start(w, 0, 0, flush_due, NULL, NULL) < 0)
+        fflush(stdout); /* no memory for a timer: now */
+    else
+        flush_armed = true;
+}
+
+void
+tool_stdin_pause(bool pause)
+{
+    if (stdin_loop.w)
+        stdin_set(!pause);
 }

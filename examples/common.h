@@ -130,5 +130,27 @@ struct tcpmsg_tls_ctx *tool_tls_client(const struct tool_tls *t);
  * (--tls-name, else host); exits 1 with one line naming what failed. */
 void tool_tls_start(struct tcpmsg_conn *c, struct tcpmsg_tls_ctx *ctx, const struct tool_tls *t,
                     const char *host, int64_t deadline);
+/* With --tls-ktls, says on stderr who encrypts and who decrypts c's records (the kernel or
+ * OpenSSL), once its handshake is done. */
+void tool_tls_say_ktls(const struct tcpmsg_conn *c, const struct tool_tls *t);
+/* True for the TLS failures (TCPMSG_ETLS ... TCPMSG_ETLSTRUNC). */
+bool tool_tls_error(int code);
+
+/* ---- the clients on the library's event loop ----------------------------------------------
+ * tcpmsg-echo-client and tcpmsg-cat run one EVENT worker: their connection is dialled from
+ * it (or accepted by it), and stdin is read in the same loop. The tool_die calls of their
+ * callbacks end the process from the loop's thread (stdout is flushed by exit). */
+
+/* Reads stdin in w's loop and calls more(arg) after each read (frames may be ready with
+ * tool_input_next, or in->eof set). A pipe, socket or terminal is watched; a regular file
+ * or /dev/null, which epoll cannot watch and which are always ready, is read one chunk per
+ * loop turn from a worker timer. Stops by itself at the end of the input. */
+void tool_stdin_start(struct tool_input *in, struct tcpmsg_worker *w, void (*more)(void *arg),
+                      void *arg);
+/* Stops reading stdin (the connection's output is too long) / reads it again. */
+void tool_stdin_pause(bool pause);
+/* Flushes stdout at the end of this loop turn (once for all the frames the turn printed:
+ * a reader on a pipe sees each reply without a write per frame). */
+void tool_stdout_flush_soon(struct tcpmsg_worker *w);
 
 #endif

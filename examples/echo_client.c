@@ -2,13 +2,16 @@
  * on its own line (the course's "client host 4321"). Requests are pipelined: lines are sent
  * as fast as the connection takes them while replies come back. Exits 0 at the end of
  * stdin once every reply has arrived; 1 with one line on stderr when the server breaks the
- * protocol, resets, or says nothing for --timeout seconds. */
+ * protocol, resets, or says nothing for --timeout seconds.
+ *
+ * Built on the library's event loop, as a pure client: one worker with no listener dials
+ * the server (every address, one deadline, TLS if asked), and reads stdin in the same loop;
+ * a timer of the connection watches for the server's silence. */
 #define _GNU_SOURCE /* POSIX and Linux interfaces under -std=c11 */
 #include "common.h"
 
 #include <errno.h>
 #include <getopt.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,12 +28,161 @@ usage(void)
            "\n"
            "  -f, --framing F         len32, line, fixed:N, ... as the server [len32]\n"
            "  -s, --max-frame BYTES   largest frame sent or accepted [16777216]\n"
-           "  -t, --timeout SEC       give up when the server is silent this long [10]\n"
+           "  -t, --timeout SEC       give up when the server is silent this long, 0: never [10]\n"
            TOOL_TLS_CLIENT_HELP
            "  -h, --help              this help\n"
            "  -V, --version           the version\n",
            tool_name());
     exit(0);
+}
+
+static struct {
+    const char *host, *port, *framing;
+    int timeout_ms;
+    const struct tool_tls *tls;
+    struct tool_input in;
+    struct tcpmsg_conn *c; /* once connected */
+    uint64_t sent, received;
+    uint64_t moved;        /* bytes in and out at the last look */
+    int64_t last_progress; /* when they last changed */
+    bool finishing, done;
+} ec;
+
+/* The connection failed before it opened (a connect or TLS failure). */
+static void
+on_down(struct tcpmsg_worker *w, uint64_t id, int reason, int64_t retry_ms, void *arg)
+{
+    (void)w, (void)id, (void)retry_ms, (void)arg;
+    if (ec.c || ec.done)
+        return; /* the connection it opened ended: on_close said what there was to say */
+    if (tool_tls_error(reason))
+        tool_die("TLS handshake with %s: %s", ec.host, tcpmsg_strerror(reason));
+    tool_die("cannot connect to %s port %s: %s", ec.host, ec.port, tcpmsg_strerror(reason));
+}
+
+static void
+dial(struct tcpmsg_worker *w, void *user)
+{
+    struct tcpmsg_dial_opts o = {.connect_timeout_ms = ec.timeout_ms, /* 0: 10 s */
+                                 .on_down = on_down,
+                                 .tls = user,
+                                 .tls_name = ec.tls->name};
+    int r = tcpmsg_worker_dial(w, ec.host, ec.port, &o, NULL);
+    if (r < 0)
+        tool_die("cannot connect to %s port %s: %s", ec.host, ec.port, tcpmsg_strerror(r));
+}
+
+/* Every reply is in and stdin is over: the connection ends once its output is out. Looked
+ * at after the loop turn delivered every frame that arrived (one more than asked for is an
+ * error, even when it came with the last reply). */
+static void
+finish_due(struct tcpmsg_conn *c, uint64_t id, void *arg)
+{
+    (void)id, (void)arg;
+    ec.finishing = false;
+    if (ec.in.eof && ec.received == ec.sent && !ec.done) {
+        ec.done = true;
+        (void)tcpmsg_server_close(c, TCPMSG_EOF);
+    }
+}
+
+static void
+finish_if_done(void)
+{
+    if (!ec.in.eof || ec.received != ec.sent || ec.finishing)
+        return;
+    ec.finishing = true;
+    if (tcpmsg_timer_start(ec.c, 0, 0, finish_due, NULL, NULL) < 0)
+        tool_die("out of memory");
+}
+
+/* stdin was read: the lines it completed are queued (written when the loop turn ends). */
+static void
+more_input(void *arg)
+{
+    (void)arg;
+    const uint8_t *line;
+    size_t len;
+    while (tool_input_next(&ec.in, &line, &len)) {
+        int r = tcpmsg_conn_send(ec.c, line, len, TCPMSG_NOWAIT);
+        if (r == -EINVAL || r == -EMSGSIZE)
+            tool_die("line %llu cannot be sent with %s framing: %s",
+                     (unsigned long long)ec.in.line_no, ec.framing,
+                     r == -EMSGSIZE ? "too long" : "wrong size or forbidden bytes");
+        if (r < 0)
+            tool_die("sending to %s port %s: %s", ec.host, ec.port, tool_recv_error(r));
+        ec.sent++;
+    }
+    if (tcpmsg_conn_output(ec.c, NULL) >= OUTPUT_HIGH)
+        tool_stdin_pause(true); /* until on_drain */
+    finish_if_done();
+}
+
+/* The server's silence, while replies are owed: the timer fires at the deadline the last
+ * progress set, and moves on when bytes moved since. */
+static void
+silence_check(struct tcpmsg_conn *c, uint64_t id, void *arg)
+{
+    (void)id, (void)arg;
+    struct tcpmsg_conn_stats st;
+    tcpmsg_conn_stats(c, &st);
+    int64_t now = tcpmsg_now_ms();
+    bool waiting = ec.received < ec.sent || tcpmsg_conn_output(c, NULL) > 0;
+    if (st.bytes_in + st.bytes_out != ec.moved || !waiting) {
+        ec.moved = st.bytes_in + st.bytes_out;
+        ec.last_progress = now;
+    } else if (now - ec.last_progress >= ec.timeout_ms) {
+        tool_die("no reply from %s port %s for %.1f s (%llu outstanding)", ec.host, ec.port,
+                 ec.timeout_ms / 1000.0, (unsigned long long)(ec.sent - ec.received));
+    }
+    int64_t next = ec.last_progress + ec.timeout_ms - now;
+    if (tcpmsg_timer_start(c, next > 0 ? next : 0, 0, silence_check, NULL, NULL) < 0)
+        tool_die("out of memory");
+}
+
+static int
+on_open(struct tcpmsg_conn *c, void *user)
+{
+    (void)user;
+    ec.c = c;
+    tool_tls_say_ktls(c, ec.tls);
+    ec.last_progress = tcpmsg_now_ms();
+    if (ec.timeout_ms && tcpmsg_timer_start(c, ec.timeout_ms, 0, silence_check, NULL, NULL) < 0)
+        return -ENOMEM;
+    tool_stdin_start(&ec.in, tcpmsg_conn_worker(c), more_input, NULL);
+    return 0;
+}
+
+static int
+on_message(struct tcpmsg_conn *c, const struct tcpmsg_frame *m, void *user)
+{
+    (void)user;
+    if (++ec.received > ec.sent)
+        tool_die("the server sent a frame nobody asked for");
+    tool_print_frame(m->data, m->len, false, false);
+    tool_stdout_flush_soon(tcpmsg_conn_worker(c));
+    finish_if_done();
+    return 0;
+}
+
+static void
+on_drain(struct tcpmsg_conn *c, void *user)
+{
+    (void)c, (void)user;
+    tool_stdin_pause(false);
+}
+
+static void
+on_close(struct tcpmsg_conn *c, int reason, void *user)
+{
+    (void)user;
+    tcpmsg_server_stop(tcpmsg_worker_server(tcpmsg_conn_worker(c)));
+    if (ec.done)
+        return; /* our end, with every reply in */
+    if (reason == TCPMSG_EOF && ec.received < ec.sent)
+        tool_die("the server closed the connection with %llu replies missing",
+                 (unsigned long long)(ec.sent - ec.received));
+    tool_die("%s port %s: %s", ec.host, ec.port, tool_recv_error(reason));
 }
 
 int
@@ -77,93 +229,31 @@ main(int argc, char **argv)
     struct tcpmsg_codec codec;
     tool_framing("--framing", framing, max_frame, &codec);
     struct tcpmsg_tls_ctx *tls_ctx = tool_tls_client(&tls);
+    ec.host = host;
+    ec.port = port;
+    ec.framing = framing;
+    ec.timeout_ms = timeout_ms;
+    ec.tls = &tls;
+    tool_input_open(&ec.in, false, max_frame);
 
-    /* Connect under the timeout; the connection only queues what it is given (MANUAL) and
-     * the loop below writes it when the socket can take it, so stdin and the socket are
-     * served at the same time. */
-    int fd = tcpmsg_sock_connect(host, port, NULL, tcpmsg_deadline_in(timeout_ms));
-    if (fd < 0)
-        tool_die("cannot connect to %s port %s: %s", host, port, tcpmsg_strerror(fd));
-    struct tcpmsg_conn *c;
-    struct tcpmsg_conn_opts opts = {.flush = TCPMSG_FLUSH_MANUAL};
-    int r = tcpmsg_conn_open(&c, fd, &codec, &opts);
+    /* A pure client: one worker, no listener, no idle timeout (the silence timer decides);
+     * its output stops stdin at OUTPUT_HIGH and on_drain reads it again at a quarter. */
+    struct tcpmsg_server_config cfg = {.no_listener = true, .workers = 1, .codec = &codec,
+                                       .idle_timeout_ms = -1, .frame_timeout_ms = -1,
+                                       .output_high = 4 * OUTPUT_HIGH,
+                                       .output_low = OUTPUT_HIGH / 4};
+    struct tcpmsg_handler h = {.on_worker_start = dial, .on_open = on_open,
+                               .on_message = on_message, .on_drain = on_drain,
+                               .on_close = on_close, .user = tls_ctx};
+    struct tcpmsg_server *s;
+    int r = tcpmsg_server_create(&s, &cfg, &h);
     if (r < 0)
         tool_die("%s", tcpmsg_strerror(r));
-    tool_tls_start(c, tls_ctx, &tls, host, tcpmsg_deadline_in(timeout_ms));
-
-    struct tool_input in;
-    tool_input_open(&in, false, max_frame);
-    uint64_t sent = 0, received = 0;
-    int64_t last_progress = tcpmsg_now_ms();
-    uint64_t progress_mark = 0;
-
-    for (;;) {
-        /* Queue the lines read so far. */
-        const uint8_t *line;
-        size_t len;
-        while (tool_input_next(&in, &line, &len)) {
-            r = tcpmsg_conn_send(c, line, len, TCPMSG_NOWAIT);
-            if (r == -EINVAL || r == -EMSGSIZE)
-                tool_die("line %llu cannot be sent with %s framing: %s",
-                         (unsigned long long)in.line_no, framing,
-                         r == -EMSGSIZE ? "too long" : "wrong size or forbidden bytes");
-            if (r < 0)
-                tool_die("sending: %s", tool_recv_error(r));
-            sent++;
-        }
-        r = tcpmsg_conn_flush(c, TCPMSG_NOWAIT);
-        if (r < 0 && r != -ETIMEDOUT)
-            tool_die("sending to %s port %s: %s", host, port, tool_recv_error(r));
-
-        /* Print the replies that arrived. */
-        struct tcpmsg_frame f;
-        while ((r = tcpmsg_conn_recv(c, &f, TCPMSG_NOWAIT)) == 0) {
-            if (++received > sent)
-                tool_die("the server sent a frame nobody asked for");
-            tool_print_frame(f.data, f.len, false, false);
-        }
-        if (r != -ETIMEDOUT) {
-            if (r == TCPMSG_EOF && received < sent)
-                tool_die("the server closed the connection with %llu replies missing",
-                         (unsigned long long)(sent - received));
-            tool_die("%s port %s: %s", host, port, tool_recv_error(r));
-        }
-        size_t queued = tcpmsg_conn_output(c, NULL);
-        if (in.eof && received == sent && queued == 0)
-            break;
-
-        /* Wait for stdin (unless it ended or the server lags behind) and for the server. */
-        fflush(stdout);
-        struct tcpmsg_conn_stats st;
-        tcpmsg_conn_stats(c, &st);
-        if (st.bytes_in + st.bytes_out != progress_mark) {
-            progress_mark = st.bytes_in + st.bytes_out;
-            last_progress = tcpmsg_now_ms();
-        }
-        bool waiting = received < sent || queued > 0;
-        struct pollfd p[2] = {
-            {.fd = fd, .events = (short)(POLLIN | (queued ? POLLOUT : 0))},
-            {.fd = in.eof || queued >= OUTPUT_HIGH ? -1 : STDIN_FILENO, .events = POLLIN},
-        };
-        int wait = -1;
-        if (waiting) {
-            wait = (int)tcpmsg_deadline_left(last_progress + timeout_ms);
-            if (wait == 0)
-                tool_die("no reply from %s port %s for %.1f s (%llu outstanding)", host, port,
-                         timeout_ms / 1000.0, (unsigned long long)(sent - received));
-        }
-        if (poll(p, 2, wait) < 0 && errno != EINTR)
-            tool_die("poll: %s", strerror(errno));
-        if (p[1].revents)
-            tool_input_read(&in);
-    }
-    tool_input_close(&in);
-    fflush(stdout);
-    r = tcpmsg_conn_close(c, tcpmsg_deadline_in(timeout_ms));
+    r = tcpmsg_server_run(s);
+    tcpmsg_server_destroy(s);
     tcpmsg_tls_ctx_destroy(tls_ctx);
-    /* Every reply has arrived: a server that then ends without TLS's close_notify (Python's
-     * ssl does) has cut nothing we were waiting for. */
-    if (r < 0 && r != -ETIMEDOUT && r != TCPMSG_ETLSTRUNC)
-        tool_die("closing: %s", tool_recv_error(r));
-    return ferror(stdout) ? EXIT_RUNTIME : 0;
+    tool_input_close(&ec.in);
+    if (r < 0)
+        tool_die("%s", tcpmsg_strerror(r));
+    return fflush(stdout) || ferror(stdout) ? EXIT_RUNTIME : 0;
 }
