@@ -2,13 +2,17 @@
  * client), sends stdin as frames (one per line, or the whole input as one with --raw) and
  * writes the frames received to stdout (one per line, raw, or hex-dumped). Ends once both
  * sides have ended their streams (stdin sent, the peer's end read), or after --count
- * frames. */
+ * frames.
+ *
+ * Built on the library's event loop: one worker dials HOST PORT (a pure client: no
+ * listener) or, with -l, listens for one client; stdin is read in the same loop, the end of
+ * the input half-closes (tcpmsg_server_shutdown), the peer's end is kept (on_eof) until the
+ * input is sent, and a timer of the connection fails a conversation where nothing moves. */
 #define _GNU_SOURCE /* POSIX and Linux interfaces under -std=c11 */
 #include "common.h"
 
 #include <errno.h>
 #include <getopt.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,30 +50,161 @@ usage(void)
     exit(0);
 }
 
-/* Connects, or listens and accepts one client; returns the connected socket. */
-static int
-open_socket(bool listen, const char *host, const char *port, int timeout_ms)
+static struct {
+    const char *host, *port, *framing;
+    bool listen, raw, hex;
+    uint64_t count, received;
+    int timeout_ms;
+    const struct tool_tls *tls;
+    struct tool_input in;
+    struct tcpmsg_conn *c; /* once connected */
+    uint64_t moved;        /* bytes in and out and lines read, at the last look */
+    int64_t last_progress;
+    bool done; /* --count frames arrived */
+} ct;
+
+/* Connecting failed (or the TLS handshake) before any connection opened. */
+static void
+on_down(struct tcpmsg_worker *w, uint64_t id, int reason, int64_t retry_ms, void *arg)
 {
-    int64_t dl = timeout_ms ? tcpmsg_deadline_in(timeout_ms) : TCPMSG_FOREVER;
-    if (!listen) {
-        int fd = tcpmsg_sock_connect(host, port, NULL, dl);
-        if (fd < 0)
-            tool_die("cannot connect to %s port %s: %s", host, port, tcpmsg_strerror(fd));
-        return fd;
+    (void)w, (void)id, (void)retry_ms, (void)arg;
+    if (ct.c || ct.done)
+        return; /* the connection it opened ended: on_close said what there was to say */
+    if (tool_tls_error(reason))
+        tool_die("TLS handshake with %s: %s", ct.host, tcpmsg_strerror(reason));
+    tool_die("cannot connect to %s port %s: %s", ct.host, ct.port, tcpmsg_strerror(reason));
+}
+
+/* -l -t: nobody connected in time. */
+static void
+accept_timeout(struct tcpmsg_worker *w, uint64_t id, void *arg)
+{
+    (void)w, (void)id, (void)arg;
+    if (!ct.c)
+        tool_die("accept: %s", tcpmsg_strerror(-ETIMEDOUT));
+}
+
+static void
+worker_start(struct tcpmsg_worker *w, void *user)
+{
+    int r;
+    if (ct.listen) {
+        r = ct.timeout_ms ? tcpmsg_worker_timer_start(w, ct.timeout_ms, 0, accept_timeout, NULL,
+                                                      NULL)
+                          : 0;
+    } else {
+        struct tcpmsg_dial_opts o = {.connect_timeout_ms = ct.timeout_ms ? ct.timeout_ms : 30000,
+                                     .on_down = on_down,
+                                     .tls = user,
+                                     .tls_name = ct.tls->name};
+        r = tcpmsg_worker_dial(w, ct.host, ct.port, &o, NULL);
     }
-    int lfd = tcpmsg_sock_listen(host, port, NULL);
-    if (lfd < 0)
-        tool_die("cannot listen on port %s: %s", port, tcpmsg_strerror(lfd));
-    tool_warn("listening on port %d", tcpmsg_sock_port(lfd));
-    struct tcpmsg_addr peer;
-    int fd = tcpmsg_sock_accept(lfd, NULL, &peer, dl);
-    tcpmsg_sock_close(lfd); /* one client */
-    if (fd < 0)
-        tool_die("accept: %s", tcpmsg_strerror(fd));
-    char text[TCPMSG_ADDR_STRLEN];
-    tcpmsg_addr_format(&peer, text, sizeof text);
-    tool_warn("connection from %s", text);
-    return fd;
+    if (r < 0)
+        tool_die("%s", tcpmsg_strerror(r));
+}
+
+/* stdin was read: its frames are queued (written when the loop turn ends); after the last
+ * one the connection is half-closed, once its output is out. */
+static void
+more_input(void *arg)
+{
+    (void)arg;
+    const uint8_t *data;
+    size_t len;
+    while (tool_input_next(&ct.in, &data, &len)) {
+        int r = tcpmsg_conn_send(ct.c, data, len, TCPMSG_NOWAIT);
+        if (r == -EINVAL || r == -EMSGSIZE)
+            tool_die("input %llu cannot be sent with %s framing: %s",
+                     (unsigned long long)(ct.raw ? 1 : ct.in.line_no), ct.framing,
+                     r == -EMSGSIZE ? "too long" : "wrong size or forbidden bytes");
+        if (r < 0 && r != -EPIPE)
+            tool_die("sending: %s", tool_recv_error(r));
+    }
+    if (tcpmsg_conn_output(ct.c, NULL) >= OUTPUT_HIGH)
+        tool_stdin_pause(true); /* until on_drain */
+    if (ct.in.eof)
+        (void)tcpmsg_server_shutdown(ct.c);
+}
+
+/* --timeout: fires at the deadline the last progress set, and moves on if anything moved. */
+static void
+silence_check(struct tcpmsg_conn *c, uint64_t id, void *arg)
+{
+    (void)id, (void)arg;
+    struct tcpmsg_conn_stats st;
+    tcpmsg_conn_stats(c, &st);
+    int64_t now = tcpmsg_now_ms();
+    uint64_t moved = st.bytes_in + st.bytes_out + ct.in.line_no;
+    if (moved != ct.moved) {
+        ct.moved = moved;
+        ct.last_progress = now;
+    } else if (now - ct.last_progress >= ct.timeout_ms) {
+        tool_die("nothing moved for %.1f s", ct.timeout_ms / 1000.0);
+    }
+    int64_t next = ct.last_progress + ct.timeout_ms - now;
+    if (tcpmsg_timer_start(c, next > 0 ? next : 0, 0, silence_check, NULL, NULL) < 0)
+        tool_die("out of memory");
+}
+
+static int
+on_open(struct tcpmsg_conn *c, void *user)
+{
+    (void)user;
+    if (ct.c)
+        return TCPMSG_EFULL; /* -l: one client */
+    ct.c = c;
+    if (ct.listen) {
+        struct tcpmsg_addr peer;
+        char text[TCPMSG_ADDR_STRLEN] = "?";
+        if (tcpmsg_addr_peer(tcpmsg_conn_fd(c), &peer) == 0)
+            tcpmsg_addr_format(&peer, text, sizeof text);
+        tool_warn("connection from %s", text);
+    }
+    tool_tls_say_ktls(c, ct.tls);
+    ct.last_progress = tcpmsg_now_ms();
+    if (ct.timeout_ms && tcpmsg_timer_start(c, ct.timeout_ms, 0, silence_check, NULL, NULL) < 0)
+        return -ENOMEM;
+    tool_stdin_start(&ct.in, tcpmsg_conn_worker(c), more_input, NULL);
+    return 0;
+}
+
+static int
+on_message(struct tcpmsg_conn *c, const struct tcpmsg_frame *m, void *user)
+{
+    (void)user;
+    tool_print_frame(m->data, m->len, ct.raw, ct.hex);
+    tool_stdout_flush_soon(tcpmsg_conn_worker(c));
+    if (++ct.received == ct.count) {
+        ct.done = true;
+        return TCPMSG_EOF; /* enough: the connection ends, the frames after it are not read */
+    }
+    return 0;
+}
+
+/* The peer ended its stream: the rest of the input still goes to it; the connection ends
+ * once ours has ended too. */
+static int
+on_eof(struct tcpmsg_conn *c, void *user)
+{
+    (void)c, (void)user;
+    return 0;
+}
+
+static void
+on_drain(struct tcpmsg_conn *c, void *user)
+{
+    (void)c, (void)user;
+    tool_stdin_pause(false);
+}
+
+static void
+on_close(struct tcpmsg_conn *c, int reason, void *user)
+{
+    (void)user;
+    tcpmsg_server_stop(tcpmsg_worker_server(tcpmsg_conn_worker(c)));
+    if (ct.done || reason == TCPMSG_EOF)
+        return; /* --count frames, or both sides ended their streams */
+    tool_die("%s", tool_recv_error(reason));
 }
 
 int
@@ -139,82 +274,44 @@ main(int argc, char **argv)
     if (listen && tls.on && !tls.cert)
         tool_usage("-l --tls: a TLS server needs --tls-cert and --tls-key");
     struct tcpmsg_tls_ctx *tls_ctx = listen ? tool_tls_server(&tls) : tool_tls_client(&tls);
+    ct.host = host;
+    ct.port = port;
+    ct.framing = framing;
+    ct.listen = listen;
+    ct.raw = raw;
+    ct.hex = hex;
+    ct.count = count;
+    ct.timeout_ms = timeout_ms;
+    ct.tls = &tls;
+    tool_input_open(&ct.in, raw, max_frame);
 
-    int fd = open_socket(listen, host, port, timeout_ms);
-    struct tcpmsg_conn *c;
-    struct tcpmsg_conn_opts opts = {.flush = TCPMSG_FLUSH_MANUAL};
-    int r = tcpmsg_conn_open(&c, fd, &codec, &opts);
+    /* One worker: with -l a listener for one client (a second one is refused), else none
+     * (the connection is dialled). No idle timeout: --timeout is the conversation's. */
+    struct tcpmsg_server_config cfg = {.host = host, .port = port, .no_listener = !listen,
+                                       .workers = 1, .max_conns = listen ? 1 : 0,
+                                       .codec = &codec, .idle_timeout_ms = -1,
+                                       .frame_timeout_ms = -1, .output_high = 4 * OUTPUT_HIGH,
+                                       .output_low = OUTPUT_HIGH / 4};
+    if (listen) {
+        cfg.tls_ctx = tls_ctx;
+        cfg.handshake_timeout_ms = tls.handshake_ms ? tls.handshake_ms : timeout_ms;
+    }
+    struct tcpmsg_handler h = {.on_worker_start = worker_start, .on_open = on_open,
+                               .on_message = on_message, .on_eof = on_eof, .on_drain = on_drain,
+                               .on_close = on_close, .user = listen ? NULL : tls_ctx};
+    struct tcpmsg_server *s;
+    int r = tcpmsg_server_create(&s, &cfg, &h);
+    if (r < 0 && listen)
+        tool_die("cannot listen on port %s: %s", port, tcpmsg_strerror(r));
     if (r < 0)
         tool_die("%s", tcpmsg_strerror(r));
-    tool_tls_start(c, tls_ctx, &tls, host,
-                   timeout_ms ? tcpmsg_deadline_in(timeout_ms) : tcpmsg_deadline_in(30000));
-
-    struct tool_input in;
-    tool_input_open(&in, raw, max_frame);
-    bool half_closed = false;
-    uint64_t received = 0, progress_mark = 0;
-    int64_t last_progress = tcpmsg_now_ms();
-    for (;;) {
-        const uint8_t *data;
-        size_t len;
-        while (tool_input_next(&in, &data, &len)) {
-            r = tcpmsg_conn_send(c, data, len, TCPMSG_NOWAIT);
-            if (r == -EINVAL || r == -EMSGSIZE)
-                tool_die("input %llu cannot be sent with %s framing: %s",
-                         (unsigned long long)(raw ? 1 : in.line_no), framing,
-                         r == -EMSGSIZE ? "too long" : "wrong size or forbidden bytes");
-            if (r < 0)
-                tool_die("sending: %s", tool_recv_error(r));
-        }
-        r = tcpmsg_conn_flush(c, TCPMSG_NOWAIT);
-        if (r < 0 && r != -ETIMEDOUT)
-            tool_die("sending: %s", tool_recv_error(r));
-        size_t queued = tcpmsg_conn_output(c, NULL);
-        if (in.eof && queued == 0 && !half_closed) {
-            /* Everything is sent: the peer reads our end of stream, we read on. */
-            if ((r = tcpmsg_conn_shutdown(c, TCPMSG_NOWAIT)) < 0)
-                tool_die("shutdown: %s", tool_recv_error(r));
-            half_closed = true;
-        }
-
-        struct tcpmsg_frame f;
-        while ((r = tcpmsg_conn_recv(c, &f, TCPMSG_NOWAIT)) == 0) {
-            tool_print_frame(f.data, f.len, raw, hex);
-            if (++received == count)
-                break;
-        }
-        if (received == count && count) {
-            r = 0;
-            break;
-        }
-        if (r == TCPMSG_EOF && in.eof && queued == 0)
-            break; /* both ends said everything */
-        if (r != -ETIMEDOUT && r != TCPMSG_EOF)
-            tool_die("%s", tool_recv_error(r));
-
-        fflush(stdout);
-        struct tcpmsg_conn_stats st;
-        tcpmsg_conn_stats(c, &st);
-        if (st.bytes_in + st.bytes_out + in.line_no != progress_mark) {
-            progress_mark = st.bytes_in + st.bytes_out + in.line_no;
-            last_progress = tcpmsg_now_ms();
-        }
-        int wait = timeout_ms ? tcpmsg_deadline_left(last_progress + timeout_ms) : -1;
-        if (wait == 0)
-            tool_die("nothing moved for %.1f s", timeout_ms / 1000.0);
-        struct pollfd p[2] = {
-            {.fd = fd, .events = (short)((r == TCPMSG_EOF ? 0 : POLLIN) | (queued ? POLLOUT : 0))},
-            {.fd = in.eof || queued >= OUTPUT_HIGH ? -1 : STDIN_FILENO, .events = POLLIN},
-        };
-        if (poll(p, 2, wait) < 0 && errno != EINTR)
-            tool_die("poll: %s", strerror(errno));
-        if (p[1].revents)
-            tool_input_read(&in);
-    }
-    tool_input_close(&in);
-    fflush(stdout);
-    r = tcpmsg_conn_close(c, tcpmsg_deadline_in(timeout_ms ? timeout_ms : 1000));
-    (void)r; /* the exchange is complete: how the peer ends does not change the result */
+    if (listen)
+        tool_warn("listening on port %d", tcpmsg_server_port(s));
+    r = tcpmsg_server_run(s);
+    tcpmsg_server_destroy(s);
     tcpmsg_tls_ctx_destroy(tls_ctx);
-    return ferror(stdout) ? EXIT_RUNTIME : 0;
+    tool_input_close(&ct.in);
+    if (r < 0)
+        tool_die("%s", tcpmsg_strerror(r));
+    return fflush(stdout) || ferror(stdout) ? EXIT_RUNTIME : 0;
 }
