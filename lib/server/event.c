@@ -44,13 +44,23 @@ struct watch {
 #define POST_MAX_BYTES ((size_t)64 << 20) /* ... or this many bytes of frames */
 #define HANDLE_SLOT_BITS 24               /* connections per worker in a handle */
 
+/* A post is a record in the worker's post buffer: this header, then len bytes of frame,
+ * padded to the header's alignment. Posters append under mu; the worker swaps the buffer
+ * for its empty spare and walks it outside the lock: no allocation per post (the buffers
+ * grow to the largest batch and are kept), one copy of the frame on each side. */
 struct post {
-    struct post *next;
     uint32_t slot, gen;
     void (*fn)(struct tcpmsg_conn *c, void *arg); /* NULL: a frame to send */
     void *arg;
     size_t len;
-    uint8_t data[];
+};
+#define POST_ALIGN _Alignof(struct post)
+#define POST_SIZE(len) ((sizeof(struct post) + (len) + POST_ALIGN - 1) & ~(POST_ALIGN - 1))
+#define POST_KEEP ((size_t)1 << 20) /* a spare buffer larger than this is given back */
+
+struct postbuf {
+    uint8_t *p;
+    size_t len, cap;
 };
 
 /* A connection's entry in its worker's registry: gen changes when the connection ends, so
@@ -121,7 +131,7 @@ struct tcpmsg_worker {
      * the registry is written by the worker under mu and read by posters under mu. */
     pthread_mutex_t mu;
     bool mu_init;
-    struct post *phead, **ptail;
+    struct postbuf posts, spare; /* posts under mu; spare: the worker's */
     size_t pitems, pbytes;
     int postfd;
     struct reg *reg;
@@ -806,38 +816,60 @@ deliver_posts(struct tcpmsg_worker *w)
         got = read(w->postfd, &v, sizeof v); /* non-blocking: EAGAIN if already read */
     while (got < 0 && errno == EINTR);
     pthread_mutex_lock(&w->mu);
-    struct post *p = w->phead;
-    w->phead = NULL;
-    w->ptail = &w->phead;
+    struct postbuf b = w->posts;
+    w->posts = w->spare; /* empty */
     w->pitems = w->pbytes = 0;
     pthread_mutex_unlock(&w->mu);
-    while (p) {
-        struct post *next = p->next;
+    for (size_t off = 0; off < b.len;) {
+        struct post *p = (struct post *)(void *)(b.p + off);
+        off += POST_SIZE(p->len);
         /* Only this thread changes the registry: read without the lock. */
         struct econn *e = w->reg[p->slot].gen == p->gen ? w->reg[p->slot].e : NULL;
         if (e && (e->closing || e->sv.drop || e->handshaking))
             e = NULL;
         if (p->fn) {
             p->fn(e ? e->c : NULL, p->arg);
-        } else if (e && tcpmsg_conn_send(e->c, p->data, p->len, TCPMSG_FOREVER) < 0) {
+        } else if (e && tcpmsg_conn_send(e->c, p + 1, p->len, TCPMSG_FOREVER) < 0) {
             (void)tcpmsg_server_drop(e->c, -ENOBUFS); /* as a callback's send would */
         }
-        free(p);
-        p = next;
     }
+    b.len = 0;
+    if (b.cap > POST_KEEP) { /* a burst: not kept for ever */
+        free(b.p);
+        b = (struct postbuf){0};
+    }
+    w->spare = b;
 }
 
 static void
 discard_posts(struct tcpmsg_worker *w)
 {
-    for (struct post *p = w->phead, *next; p; p = next) {
-        next = p->next;
+    for (size_t off = 0; off < w->posts.len;) {
+        struct post *p = (struct post *)(void *)(w->posts.p + off);
+        off += POST_SIZE(p->len);
         if (p->fn)
             p->fn(NULL, p->arg);
-        free(p);
     }
-    w->phead = NULL;
-    w->ptail = &w->phead;
+    free(w->posts.p);
+    free(w->spare.p);
+    w->posts = w->spare = (struct postbuf){0};
+}
+
+/* Room for n more bytes in b (under the worker's lock). */
+static bool
+postbuf_reserve(struct postbuf *b, size_t n)
+{
+    if (b->cap - b->len >= n)
+        return true;
+    size_t cap = b->cap ? 2 * b->cap : 64 * 1024;
+    while (cap - b->len < n)
+        cap *= 2;
+    uint8_t *p = realloc(b->p, cap);
+    if (!p)
+        return false;
+    b->p = p;
+    b->cap = cap;
+    return true;
 }
 
 int
@@ -848,12 +880,6 @@ tcpmsg__event_post(struct tcpmsg_server *s, uint64_t h, void (*fn)(struct tcpmsg
     int index = (int)((h >> HANDLE_SLOT_BITS) & 0xff);
     if (gen == 0)
         return -ENOENT;
-    struct post *p = malloc(sizeof *p + len);
-    if (!p)
-        return -ENOMEM;
-    *p = (struct post){NULL, slot, gen, fn, arg, len};
-    if (len)
-        memcpy(p->data, data, len);
     int r = 0;
     bool wake_it = false;
     pthread_rwlock_rdlock(&s->ev_lock);
@@ -869,10 +895,15 @@ tcpmsg__event_post(struct tcpmsg_server *s, uint64_t h, void (*fn)(struct tcpmsg
             r = -ENOENT;
         } else if (w->pitems >= POST_MAX_ITEMS || w->pbytes + len > POST_MAX_BYTES) {
             r = -EAGAIN;
+        } else if (!postbuf_reserve(&w->posts, POST_SIZE(len))) {
+            r = -ENOMEM;
         } else {
-            wake_it = w->phead == NULL;
-            *w->ptail = p;
-            w->ptail = &p->next;
+            wake_it = w->posts.len == 0;
+            struct post *p = (struct post *)(void *)(w->posts.p + w->posts.len);
+            *p = (struct post){slot, gen, fn, arg, len};
+            if (len)
+                memcpy(p + 1, data, len);
+            w->posts.len += POST_SIZE(len);
             w->pitems++;
             w->pbytes += len;
         }
@@ -886,8 +917,6 @@ tcpmsg__event_post(struct tcpmsg_server *s, uint64_t h, void (*fn)(struct tcpmsg
         }
     }
     pthread_rwlock_unlock(&s->ev_lock);
-    if (r < 0)
-        free(p);
     return r;
 }
 
@@ -1469,7 +1498,6 @@ worker_init(struct tcpmsg_worker *w, struct tcpmsg_server *s, int index)
     w->s = s;
     w->index = index;
     w->rng = (uint64_t)tcpmsg_now_ms() * 0x9e3779b97f4a7c15u + (uint64_t)index + 1;
-    w->ptail = &w->phead;
     w->free_slot = UINT32_MAX;
     w->postfd = -1;
     pthread_mutex_init(&w->mu, NULL);
