@@ -75,8 +75,9 @@ struct tcpmsg__tls {
  * worker blocked in CRYPTO_THREAD_write_lock). Every entry point of this file that calls
  * OpenSSL runs under a shared lock, and a fork (pthread_atfork, so the application's forks
  * too) takes it exclusively: no thread is inside OpenSSL when the process is copied. Entry
- * points never block on I/O (the engine makes no system call), so a fork waits at most for
- * one handshake computation; writers are preferred, so a stream of TLS calls cannot starve
+ * points never block on I/O (the memory engine makes no system call; with kTLS, OpenSSL's
+ * socket calls are non-blocking ones), so a fork waits at most for one handshake
+ * computation; writers are preferred, so a stream of TLS calls cannot starve
  * it, and a thread-local depth lets entry points call each other. */
 
 static pthread_rwlock_t fork_lock;

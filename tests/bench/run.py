@@ -15,6 +15,9 @@ Build first with  cmake --workflow --preset bench  (Release, TCPMSG_BENCH=ON).
   ratio of libtcpmsg's median to each peer's.
 - Codec micro-benchmarks (bench_codec) and the blocking connection against raw sockets
   (bench_conn: ping-pong latency and 1 MiB bulk, with allocation counts).
+- The loop as a platform (bench_loop): cross-thread sends into one EVENT worker against
+  libuv's uv_async_send with a queue, and the loop as the client of 1,000 connections
+  against the raw-epoll load generator.
 - Memory: RSS per idle connection of the event server at 10,000 connections, and its RSS
   during a soak of --soak seconds of traffic on all of them.
 - Allocations per message of the event server in steady state: the server runs twice under
@@ -300,6 +303,69 @@ def run_json_lines(cmd):
     return [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
 
 
+def run_loop(args, build):
+    """The loop as a platform: cross-thread sends (libtcpmsg vs libuv, interleaved, both
+    unpinned: producers, the loop and the reader need both CPUs) and the loop as the client
+    of 1,000 connections at depth 4 against the raw-epoll peer (vs loadgen, interleaved)."""
+    bench = os.path.join(build, "tests", "bench")
+    frames = "50000" if args.quick else "500000"
+    xthread = {}
+    for producers in ["1", "4"]:
+        runs = {}
+        for rep in range(args.repeat):
+            for row in run_json_lines([os.path.join(bench, "bench_loop"), "xthread", producers,
+                                       frames]):
+                runs.setdefault(row["impl"], []).append(row["frames_per_s"])
+        xthread[producers] = {impl: {"frames_per_s": statistics.median(v),
+                                     "spread": max(v) - min(v), "runs": len(v)}
+                              for impl, v in runs.items()}
+        log(f"xthread {producers} producers: " + "  ".join(
+            f"{i} {v['frames_per_s']:.0f}" for i, v in xthread[producers].items()))
+    conns = "100" if args.quick else "1000"
+    peer = Server("raw-epoll", [os.path.join(bench, "peer_epoll"), "0"])
+    dial = {"loop": [], "loadgen": []}
+    try:
+        for rep in range(args.repeat):
+            row = run_json_lines(["taskset", "-c", CLIENT_CPU, os.path.join(bench, "bench_loop"),
+                                  "dial", str(peer.port), conns, "4", "64", str(args.seconds),
+                                  str(args.warmup)])[0]
+            dial["loop"].append(row["msgs_per_s"])
+            dial["loadgen"].append(loadgen(build, peer.port, int(conns), 4, 64, args.seconds,
+                                           args.warmup)["msgs_per_s"])
+    finally:
+        peer.stop()
+    out = {"conns": int(conns)}
+    for k, v in dial.items():
+        out[k] = {"msgs_per_s": statistics.median(v), "spread": max(v) - min(v), "runs": len(v)}
+    log(f"dial: loop {out['loop']['msgs_per_s']:.0f}  loadgen {out['loadgen']['msgs_per_s']:.0f}")
+    return {"xthread": xthread, "dial": out}
+
+
+def loop_tables(res):
+    loop = res.get("loop")
+    if not loop:
+        return ""
+    lines = ["| the loop as a platform | libtcpmsg | reference | ratio |",
+             "| --- | --- | --- | --- |"]
+    for producers, by in loop["xthread"].items():
+        mine, ref = by.get("libtcpmsg"), by.get("libuv")
+        if not mine:
+            continue
+        refs = (f"{fmt_rate(ref['frames_per_s'])}/s (spread {fmt_rate(ref['spread'])}), libuv "
+                "uv_async_send + queue" if ref else "libuv not built")
+        ratio = f"{mine['frames_per_s'] / ref['frames_per_s']:.2f}x" if ref else ""
+        lines.append(f"| cross-thread sends into one loop, {producers} producer thread(s), 64 B "
+                     f"| {fmt_rate(mine['frames_per_s'])}/s (spread {fmt_rate(mine['spread'])}) "
+                     f"| {refs} | {ratio} |")
+    d = loop["dial"]
+    lines.append(f"| the loop as a client: {d['conns']} dialled connections, depth 4, 64 B, "
+                 f"against raw epoll | {fmt_rate(d['loop']['msgs_per_s'])} msgs/s (spread "
+                 f"{fmt_rate(d['loop']['spread'])}) | {fmt_rate(d['loadgen']['msgs_per_s'])} "
+                 f"msgs/s (spread {fmt_rate(d['loadgen']['spread'])}), raw-epoll loadgen | "
+                 f"{d['loop']['msgs_per_s'] / d['loadgen']['msgs_per_s']:.2f}x |")
+    return "\n".join(lines)
+
+
 def run_micro(args, build):
     bench = os.path.join(build, "tests", "bench")
     sizes = ["64", "1024"] if args.quick else []
@@ -455,6 +521,10 @@ def tables(res):
     if tls:
         lines.append("")
         lines.append(tls)
+    loop = loop_tables(res)
+    if loop:
+        lines.append("")
+        lines.append(loop)
     return "\n".join(lines)
 
 
@@ -532,6 +602,8 @@ def main():
     res["servers"] = run_servers(args, args.build)
     log("TLS...")
     res["tls"] = run_tls(args, args.build)
+    log("the loop as a platform...")
+    res["loop"] = run_loop(args, args.build)
     log("memory...")
     res["memory"] = run_memory(args, args.build)
     log("allocations (valgrind)...")
