@@ -132,8 +132,8 @@ extern struct tcpmsg__child_state tcpmsg__child;
 void tcpmsg__log(const struct tcpmsg_server *s, enum tcpmsg_server_event ev, int code, int fd);
 /* Logs with the 4-tuple given (kept from the open: once both sides have ended, or after a
  * reset, the socket has no peer any more), or the fd's when tuple is NULL. */
-void tcpmsg__log_tuple(const struct tcpmsg_server *s, enum tcpmsg_server_event ev, int code,
-                       int fd, const char *tuple);
+void tcpmsg__log_tuple(const struct tcpmsg_server *s, enum tcpmsg_server_event ev, int code, int fd,
+                       const char *tuple);
 /* Adds a finished connection's counters and outcome. */
 void tcpmsg__account(struct tcpmsg_server *s, const struct tcpmsg_conn *c, int reason);
 /* Takes one of the max_conns connection slots for fd (true), or refuses fd: closed at once,
