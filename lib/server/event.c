@@ -861,7 +861,7 @@ postbuf_reserve(struct postbuf *b, size_t n)
 {
     if (b->cap - b->len >= n)
         return true;
-    size_t cap = b->cap ? 2 * b->cap : 64 * 1024;
+    size_t cap = b->cap ? 2 * b->cap : (size_t)64 * 1024;
     while (cap - b->len < n)
         cap *= 2;
     uint8_t *p = realloc(b->p, cap);
