@@ -46,6 +46,9 @@ struct tcpmsg_listen_opts {
                                   every accepted connection; 0 keeps the system's automatic
                                   sizing. Receive buffers must be sized before the handshake
                                   (the window scale is fixed then), hence here. */
+    int unix_mode;             /* a Unix socket file: its permission bits (0660: owner and
+                                  group may connect), set before listen() [0: as the umask
+                                  leaves them] */
 };
 
 /*
@@ -53,8 +56,13 @@ struct tcpmsg_listen_opts {
  * first address that works. host NULL or "" is the wildcard (see opts.family), otherwise a
  * name or a numeric address ("127.0.0.1", "::1", "[::1]"). service: a port or a service
  * name; "0" or NULL lets the kernel choose a free port (read it with tcpmsg_sock_port).
+ * host "unix:/path" listens on a Unix-domain socket file (created with opts->unix_mode; a
+ * file left by a process that died is replaced, a socket something still listens on never
+ * is: -EADDRINUSE; the check is a connection attempt, which that listener sees as a client
+ * that leaves at once), "unix:@name" on an abstract one; service is ignored for both.
  * Returns the fd (>= 0; the caller closes it), or a resolver error (TCPMSG_EAI_*), -EINVAL,
- * -EADDRINUSE, -EACCES (privileged port), -EADDRNOTAVAIL (not a local address), -EMFILE...
+ * -EADDRINUSE, -EACCES (privileged port), -EADDRNOTAVAIL (not a local address),
+ * -ENAMETOOLONG (a Unix name over TCPMSG_UNIX_NAME_MAX bytes), -EMFILE...
  */
 TCPMSG_API int tcpmsg_sock_listen(const char *host, const char *service,
                                   const struct tcpmsg_listen_opts *opts);
@@ -114,6 +122,9 @@ struct tcpmsg_connect_opts {
  * (TCPMSG_EAI_*), or -EINVAL. When the attempts fail differently, the first address's
  * error is reported, except that a timeout beats everything.
  * Name resolution itself is not bounded by the deadline (getaddrinfo cannot be).
+ * host "unix:/path" or "unix:@name" connects to that Unix-domain socket (service ignored,
+ * may be NULL): -ENOENT (no such file), -ECONNREFUSED (nothing listens), -EAGAIN (its
+ * backlog is full), -ENAMETOOLONG.
  */
 TCPMSG_API int tcpmsg_sock_connect(const char *host, const char *service,
                                    const struct tcpmsg_connect_opts *opts, int64_t deadline);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <net/if.h>
 #include <netdb.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +129,33 @@ parse_port(const char *s, unsigned *out)
     return 0;
 }
 
+bool
+tcpmsg__is_unix(const char *text)
+{
+    return text && strncmp(text, "unix:", 5) == 0;
+}
+
+/* "unix:/path" or "unix:@name" into out. */
+static int
+parse_unix(const char *text, struct tcpmsg_addr *out)
+{
+    const char *name = text + 5;
+    size_t n = strlen(name);
+    if (n == 0 || (name[0] == '@' && n == 1))
+        return -EINVAL;
+    if (n > TCPMSG_UNIX_NAME_MAX)
+        return -ENAMETOOLONG;
+    out->u.un.sun_family = AF_UNIX;
+    if (name[0] == '@') { /* abstract: a NUL, then the name, without a terminating NUL */
+        memcpy(out->u.un.sun_path + 1, name + 1, n - 1);
+        out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    } else {
+        memcpy(out->u.un.sun_path, name, n);
+        out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    }
+    return 0;
+}
+
 int
 tcpmsg_addr_parse(const char *text, struct tcpmsg_addr *out)
 {
@@ -135,6 +163,12 @@ tcpmsg_addr_parse(const char *text, struct tcpmsg_addr *out)
         memset(out, 0, sizeof *out);
     if (!text || !out)
         return -EINVAL;
+    if (tcpmsg__is_unix(text)) {
+        int r = parse_unix(text, out);
+        if (r < 0)
+            memset(out, 0, sizeof *out);
+        return r;
+    }
     char host[INET6_ADDRSTRLEN + IF_NAMESIZE + 2], port[8];
     unsigned portnum;
     if (tcpmsg_addr_split(text, host, sizeof host, port, sizeof port) < 0 ||
@@ -196,6 +230,18 @@ tcpmsg_addr_format(const struct tcpmsg_addr *a, char *buf, size_t cap)
                 (void)snprintf(scope, sizeof scope, "%%%u", id);
         }
         n = snprintf(buf, cap, "[%s%s]:%u", host, scope, ntohs(a->u.in6.sin6_port));
+    } else if (a && a->u.sa.sa_family == AF_UNIX &&
+               a->len >= offsetof(struct sockaddr_un, sun_path)) {
+        size_t plen = a->len - offsetof(struct sockaddr_un, sun_path);
+        const char *p = a->u.un.sun_path;
+        if (plen > sizeof a->u.un.sun_path)
+            plen = sizeof a->u.un.sun_path;
+        if (plen == 0) /* unnamed: a client's socket */
+            n = snprintf(buf, cap, "unix:");
+        else if (p[0] == '\0')
+            n = snprintf(buf, cap, "unix:@%.*s", (int)(plen - 1), p + 1);
+        else
+            n = snprintf(buf, cap, "unix:%.*s", (int)strnlen(p, plen), p);
     } else {
         (void)snprintf(buf, cap, "-"); /* cap >= 1: "" at worst */
         return -EAFNOSUPPORT;
@@ -212,6 +258,8 @@ tcpmsg_addr_family(const struct tcpmsg_addr *a)
         return TCPMSG_FAMILY_V4;
     if (a->u.sa.sa_family == AF_INET6)
         return TCPMSG_FAMILY_V6;
+    if (a->u.sa.sa_family == AF_UNIX)
+        return TCPMSG_FAMILY_UNIX;
     return 0;
 }
 
@@ -254,6 +302,8 @@ tcpmsg_addr_equal(const struct tcpmsg_addr *a, const struct tcpmsg_addr *b)
     if (fa == TCPMSG_FAMILY_V4)
         return a->u.in4.sin_port == b->u.in4.sin_port &&
                a->u.in4.sin_addr.s_addr == b->u.in4.sin_addr.s_addr;
+    if (fa == TCPMSG_FAMILY_UNIX)
+        return a->len == b->len && memcmp(&a->u.un, &b->u.un, a->len) == 0;
     return a->u.in6.sin6_port == b->u.in6.sin6_port &&
            a->u.in6.sin6_scope_id == b->u.in6.sin6_scope_id &&
            memcmp(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr, sizeof(struct in6_addr)) == 0;
@@ -313,6 +363,15 @@ tcpmsg_addr_tuple(int fd, char *buf, size_t cap)
         r = tcpmsg_addr_peer(fd, &peer);
     if (r < 0)
         return r;
+    char who[32] = "";
+    if (tcpmsg_addr_family(&peer) == TCPMSG_FAMILY_UNIX &&
+        peer.len <= offsetof(struct sockaddr_un, sun_path)) {
+        /* An unnamed client: its process says who it is. */
+        struct ucred cr;
+        socklen_t cl = sizeof cr;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) == 0)
+            (void)snprintf(who, sizeof who, "unix:pid=%d", (int)cr.pid);
+    }
     int n = tcpmsg_addr_format(&local, buf, cap);
     if (n < 0) {
         buf[0] = '\0';
@@ -323,7 +382,14 @@ tcpmsg_addr_tuple(int fd, char *buf, size_t cap)
         return -ENOBUFS;
     }
     buf[n] = ' ';
-    int m = tcpmsg_addr_format(&peer, buf + n + 1, cap - (size_t)n - 1);
+    int m;
+    if (who[0]) {
+        m = snprintf(buf + n + 1, cap - (size_t)n - 1, "%s", who);
+        if ((size_t)m >= cap - (size_t)n - 1)
+            m = -ENOBUFS;
+    } else {
+        m = tcpmsg_addr_format(&peer, buf + n + 1, cap - (size_t)n - 1);
+    }
     if (m < 0) {
         buf[0] = '\0';
         return m;
@@ -339,6 +405,12 @@ tcpmsg_addr_resolve(const char *host, const char *service, enum tcpmsg_family fa
         return -EINVAL;
     if (family != TCPMSG_FAMILY_ANY && family != TCPMSG_FAMILY_V4 && family != TCPMSG_FAMILY_V6)
         return -EINVAL;
+    if (tcpmsg__is_unix(host)) {
+        if (family != TCPMSG_FAMILY_ANY)
+            return TCPMSG_EAI_FAMILY;
+        int r = tcpmsg_addr_parse(host, &out[0]);
+        return r < 0 ? r : 1;
+    }
 
     /* "[::1]" is how people write IPv6 literals next to ports; getaddrinfo wants "::1". */
     char buf[256];

@@ -17,7 +17,9 @@ static int
 start_attempt(const struct tcpmsg_addr *a, const struct tcpmsg_connect_opts *o, bool *done)
 {
     *done = false;
-    int fd = socket(a->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+    bool un = a->u.sa.sa_family == AF_UNIX;
+    int fd = socket(a->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    un ? 0 : IPPROTO_TCP);
     if (fd < 0)
         return -errno;
     int r = 0;
@@ -26,7 +28,7 @@ start_attempt(const struct tcpmsg_addr *a, const struct tcpmsg_connect_opts *o, 
     if (r == 0 && o->rcvbuf > 0 &&
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &o->rcvbuf, sizeof o->rcvbuf) < 0)
         r = -errno;
-    if (r == 0 && (o->bind_host || o->bind_service)) {
+    if (r == 0 && !un && (o->bind_host || o->bind_service)) {
         struct tcpmsg_addr local;
         enum tcpmsg_family fam = (enum tcpmsg_family)tcpmsg_addr_family(a);
         r = tcpmsg_addr_resolve(o->bind_host, o->bind_service, fam, TCPMSG_RESOLVE_PASSIVE, &local,
@@ -230,7 +232,7 @@ tcpmsg_sock_connect(const char *host, const char *service, const struct tcpmsg_c
     static const struct tcpmsg_connect_opts defaults;
     if (!opts)
         opts = &defaults;
-    if (!service || service[0] == '\0')
+    if ((!service || service[0] == '\0') && !tcpmsg__is_unix(host))
         return -EINVAL; /* there is no port 0 to connect to */
     struct tcpmsg_addr order[16];
     int n = tcpmsg__resolve_ordered(host, service, opts->family, order, 16);

@@ -61,6 +61,8 @@ int tcpmsg__resolve_ordered(const char *host, const char *service, enum tcpmsg_f
 
 /* Maps a getaddrinfo() error (with errno for EAI_SYSTEM) to the library's codes. */
 int tcpmsg__eai_error(int eai, int saved_errno);
+/* The text names a Unix-domain socket ("unix:/path", "unix:@name"). */
+bool tcpmsg__is_unix(const char *text);
 
 /* The server layer's hook on a connection it serves. wake(arg), if set, runs when a send
  * queues output on a TCPMSG_FLUSH_MANUAL connection that had none (so an event loop learns

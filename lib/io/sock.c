@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void
@@ -55,6 +56,25 @@ setopt(int fd, int level, int name, int value)
     return setsockopt(fd, level, name, &value, sizeof value) < 0 ? -errno : 0;
 }
 
+/* A Unix socket file is in the way of bind: removed if it is a socket nothing listens on
+ * (connect is refused: its server died), so that a restart after a crash works; a live
+ * server's file is never touched. True when the file was removed. */
+static bool
+unix_stale(const struct tcpmsg_addr *addr)
+{
+    struct stat st;
+    if (addr->u.un.sun_path[0] == '\0' || lstat(addr->u.un.sun_path, &st) < 0 ||
+        !S_ISSOCK(st.st_mode))
+        return false; /* abstract (the kernel frees those), gone, or not a socket */
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (probe < 0)
+        return false;
+    int r = connect(probe, &addr->u.sa, addr->len);
+    int e = r < 0 ? errno : 0;
+    close(probe);
+    return r < 0 && e == ECONNREFUSED && unlink(addr->u.un.sun_path) == 0;
+}
+
 int
 tcpmsg_sock_listen_addr(const struct tcpmsg_addr *addr, const struct tcpmsg_listen_opts *opts)
 {
@@ -66,13 +86,14 @@ tcpmsg_sock_listen_addr(const struct tcpmsg_addr *addr, const struct tcpmsg_list
         opts->backlog < 0 || opts->sndbuf < 0 || opts->rcvbuf < 0)
         return -EINVAL;
 
-    int fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+    bool un = fam == TCPMSG_FAMILY_UNIX;
+    int fd = socket(addr->u.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, un ? 0 : IPPROTO_TCP);
     if (fd < 0)
         return -errno;
     int r = 0;
-    if (!opts->no_reuseaddr)
+    if (!opts->no_reuseaddr && !un)
         r = setopt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
-    if (r == 0 && opts->reuseport)
+    if (r == 0 && opts->reuseport && !un)
         r = setopt(fd, SOL_SOCKET, SO_REUSEPORT, 1);
     if (r == 0 && opts->sndbuf > 0)
         r = setopt(fd, SOL_SOCKET, SO_SNDBUF, opts->sndbuf);
@@ -82,8 +103,14 @@ tcpmsg_sock_listen_addr(const struct tcpmsg_addr *addr, const struct tcpmsg_list
      * since the system default (net.ipv6.bindv6only) may say otherwise. */
     if (r == 0 && fam == TCPMSG_FAMILY_V6)
         r = setopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, opts->family == TCPMSG_FAMILY_V6);
-    if (r == 0 && bind(fd, &addr->u.sa, addr->len) < 0)
+    if (r == 0 && bind(fd, &addr->u.sa, addr->len) < 0) {
         r = -errno;
+        if (r == -EADDRINUSE && un && unix_stale(addr) && bind(fd, &addr->u.sa, addr->len) == 0)
+            r = 0; /* a dead server's file, replaced */
+    }
+    if (r == 0 && un && opts->unix_mode && addr->u.un.sun_path[0] &&
+        chmod(addr->u.un.sun_path, (mode_t)opts->unix_mode) < 0)
+        r = -errno; /* before listen(): nobody can connect with the umask's bits meanwhile */
     if (r == 0 && listen(fd, opts->backlog > 0 ? opts->backlog : SOMAXCONN) < 0)
         r = -errno;
     if (r < 0) {
@@ -122,6 +149,15 @@ tcpmsg_sock_listen(const char *host, const char *service, const struct tcpmsg_li
     if (opts->family != TCPMSG_FAMILY_ANY && opts->family != TCPMSG_FAMILY_V4 &&
         opts->family != TCPMSG_FAMILY_V6)
         return -EINVAL;
+    if (tcpmsg__is_unix(host)) {
+        struct tcpmsg_addr a;
+        int r = tcpmsg_addr_parse(host, &a);
+        if (r < 0)
+            return r;
+        struct tcpmsg_listen_opts o = *opts;
+        o.family = TCPMSG_FAMILY_ANY; /* not an IP listener's choice */
+        return tcpmsg_sock_listen_addr(&a, &o);
+    }
     if (host && host[0] != '\0')
         return listen_resolved(host, service, opts->family, opts);
 

@@ -1399,7 +1399,9 @@ tcpmsg_worker_dial(struct tcpmsg_worker *w, const char *host, const char *port,
         *id = 0;
     if (!opts)
         opts = &defaults;
-    if (!w || !host || !port || !*port || opts->connect_timeout_ms < 0 ||
+    if (!port)
+        port = "";
+    if (!w || !host || (!*port && !tcpmsg__is_unix(host)) || opts->connect_timeout_ms < 0 ||
         opts->attempt_delay_ms < 0 || opts->backoff_initial_ms < 0 || opts->backoff_max_ms < 0 ||
         opts->healthy_ms < 0 || strlen(host) >= sizeof((struct dial *)0)->host ||
         strlen(port) >= sizeof((struct dial *)0)->port ||

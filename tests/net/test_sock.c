@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void
@@ -476,6 +477,128 @@ START_TEST(half_close_and_reset)
 }
 END_TEST
 
+/* ---- Unix-domain sockets ------------------------------------------------------------------ */
+
+/* A fresh directory for socket files, removed (with what is left in it) by the caller. */
+static void
+unix_dir(char *dir, size_t cap)
+{
+    snprintf(dir, cap, "/tmp/tcpmsg-unix-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+START_TEST(unix_addresses_parse_format_and_never_truncate)
+{
+    struct tcpmsg_addr a;
+    char text[TCPMSG_ADDR_STRLEN];
+    ck_assert_int_eq(tcpmsg_addr_parse("unix:/run/app.sock", &a), 0);
+    ck_assert_int_eq(tcpmsg_addr_family(&a), TCPMSG_FAMILY_UNIX);
+    ck_assert_int_gt(tcpmsg_addr_format(&a, text, sizeof text), 0);
+    ck_assert_str_eq(text, "unix:/run/app.sock");
+    ck_assert_int_eq(tcpmsg_addr_port(&a), -EAFNOSUPPORT);
+    ck_assert_int_eq(tcpmsg_addr_parse("unix:@tcpmsg-name", &a), 0);
+    ck_assert_int_gt(tcpmsg_addr_format(&a, text, sizeof text), 0);
+    ck_assert_str_eq(text, "unix:@tcpmsg-name");
+    struct tcpmsg_addr b;
+    ck_assert_int_eq(tcpmsg_addr_parse(text, &b), 0);
+    ck_assert(tcpmsg_addr_equal(&a, &b));
+    /* 107 bytes fit sun_path with its NUL; 108 do not, and are refused, never cut. */
+    char name[200] = "unix:/";
+    memset(name + 6, 'p', 106);
+    name[112] = '\0';
+    ck_assert_int_eq(tcpmsg_addr_parse(name, &a), 0);
+    ck_assert_int_eq(tcpmsg_addr_format(&a, text, sizeof text), 112);
+    ck_assert_str_eq(text, name);
+    strcat(name, "p");
+    ck_assert_int_eq(tcpmsg_addr_parse(name, &a), -ENAMETOOLONG);
+    ck_assert_int_eq(tcpmsg_sock_listen(name, NULL, NULL), -ENAMETOOLONG);
+    ck_assert_int_eq(tcpmsg_sock_connect(name, NULL, NULL, tcpmsg_deadline_in(1000)),
+                     -ENAMETOOLONG);
+    ck_assert_int_eq(tcpmsg_addr_parse("unix:", &a), -EINVAL);
+    ck_assert_int_eq(tcpmsg_addr_parse("unix:@", &a), -EINVAL);
+    ck_assert_int_eq(tcpmsg_addr_resolve("unix:/x", NULL, TCPMSG_FAMILY_ANY, 0, &a, 1), 1);
+    ck_assert_int_eq(tcpmsg_addr_family(&a), TCPMSG_FAMILY_UNIX);
+}
+END_TEST
+
+START_TEST(unix_path_listener_mode_peer_and_tuple)
+{
+    char dir[64], path[128], host[140];
+    unix_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/s.sock", dir);
+    snprintf(host, sizeof host, "unix:%s", path);
+    struct tcpmsg_listen_opts o = {.unix_mode = 0600};
+    int lfd = tcpmsg_sock_listen(host, NULL, &o);
+    ck_assert_int_ge(lfd, 0);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert(S_ISSOCK(st.st_mode));
+    ck_assert_int_eq(st.st_mode & 0777, 0600);
+    int c = tcpmsg_sock_connect(host, NULL, NULL, tcpmsg_deadline_in(5000));
+    ck_assert_int_ge(c, 0);
+    int a = tcpmsg_sock_accept(lfd, NULL, NULL, tcpmsg_deadline_in(5000));
+    ck_assert_int_ge(a, 0);
+    char tuple[TCPMSG_TUPLE_STRLEN], want[TCPMSG_TUPLE_STRLEN];
+    ck_assert_int_gt(tcpmsg_addr_tuple(a, tuple, sizeof tuple), 0);
+    snprintf(want, sizeof want, "%s unix:pid=%d", host, (int)getpid());
+    ck_assert_str_eq(tuple, want);
+    ck_assert(nt_send_all(c, "ping", 4));
+    char buf[4];
+    ck_assert(nt_recv_all(a, buf, 4));
+    ck_assert_int_eq(memcmp(buf, "ping", 4), 0);
+    tcpmsg_sock_close(c);
+    tcpmsg_sock_close(a);
+    /* A live listener is never taken over (its probe is a connection that ends at once). */
+    ck_assert_int_eq(tcpmsg_sock_listen(host, NULL, NULL), -EADDRINUSE);
+    a = tcpmsg_sock_accept(lfd, NULL, NULL, tcpmsg_deadline_in(5000));
+    ck_assert_int_ge(a, 0);
+    ck_assert_int_eq(nt_drain(a), 0);
+    tcpmsg_sock_close(a);
+    tcpmsg_sock_close(lfd);
+    /* The file outlives its listener: connecting is refused; a new listener replaces it. */
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_int_eq(tcpmsg_sock_connect(host, NULL, NULL, tcpmsg_deadline_in(5000)),
+                     -ECONNREFUSED);
+    lfd = tcpmsg_sock_listen(host, NULL, NULL);
+    ck_assert_int_ge(lfd, 0);
+    tcpmsg_sock_close(lfd);
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(tcpmsg_sock_connect(host, NULL, NULL, tcpmsg_deadline_in(5000)), -ENOENT);
+    /* A file that is not a socket is never removed. */
+    int f = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    ck_assert_int_ge(f, 0);
+    close(f);
+    ck_assert_int_eq(tcpmsg_sock_listen(host, NULL, NULL), -EADDRINUSE);
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
+START_TEST(unix_abstract_listener_has_no_file)
+{
+    char host[64];
+    snprintf(host, sizeof host, "unix:@tcpmsg-test-%d", (int)getpid());
+    int lfd = tcpmsg_sock_listen(host, NULL, NULL);
+    ck_assert_int_ge(lfd, 0);
+    ck_assert_int_eq(tcpmsg_sock_listen(host, NULL, NULL), -EADDRINUSE);
+    struct tcpmsg_addr local;
+    char text[TCPMSG_ADDR_STRLEN];
+    ck_assert_int_eq(tcpmsg_addr_local(lfd, &local), 0);
+    ck_assert_int_gt(tcpmsg_addr_format(&local, text, sizeof text), 0);
+    ck_assert_str_eq(text, host);
+    int c = tcpmsg_sock_connect(host, NULL, NULL, tcpmsg_deadline_in(5000));
+    ck_assert_int_ge(c, 0);
+    int a = tcpmsg_sock_accept(lfd, NULL, NULL, tcpmsg_deadline_in(5000));
+    ck_assert_int_ge(a, 0);
+    tcpmsg_sock_close(c);
+    tcpmsg_sock_close(a);
+    tcpmsg_sock_close(lfd);
+    /* Gone with its socket. */
+    ck_assert_int_eq(tcpmsg_sock_connect(host, NULL, NULL, tcpmsg_deadline_in(5000)),
+                     -ECONNREFUSED);
+}
+END_TEST
+
 static Suite *
 make_suite(void)
 {
@@ -496,6 +619,9 @@ make_suite(void)
     tcase_add_test(t, tuple_matches_ss);
     tcase_add_test(t, options);
     tcase_add_test(t, half_close_and_reset);
+    tcase_add_test(t, unix_addresses_parse_format_and_never_truncate);
+    tcase_add_test(t, unix_path_listener_mode_peer_and_tuple);
+    tcase_add_test(t, unix_abstract_listener_has_no_file);
     suite_add_tcase(s, t);
     return s;
 }
