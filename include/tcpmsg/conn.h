@@ -258,6 +258,19 @@ TCPMSG_API int tcpmsg_conn_error(const struct tcpmsg_conn *c);
 TCPMSG_API void tcpmsg_conn_stats(const struct tcpmsg_conn *c, struct tcpmsg_conn_stats *out);
 TCPMSG_API size_t tcpmsg_conn_buffered(const struct tcpmsg_conn *c);
 
+/* The process at the other end of a Unix-domain connection, as it was when it connected
+ * (SO_PEERCRED): a local service can refuse a user in on_open. */
+struct tcpmsg_peer_cred {
+    int pid;
+    unsigned uid, gid;
+};
+/*
+ * tcpmsg_conn_peer_cred - c's peer process into *out. Returns 0, -ENOTSUP (not a
+ * Unix-domain socket: TCP carries no such thing), -EINVAL (c or out NULL, no socket). Never
+ * blocks; from the thread that owns c.
+ */
+TCPMSG_API int tcpmsg_conn_peer_cred(const struct tcpmsg_conn *c, struct tcpmsg_peer_cred *out);
+
 /* ---- ending ----------------------------------------------------------------------------- */
 
 /*

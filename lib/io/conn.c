@@ -1303,6 +1303,27 @@ tcpmsg_conn_fd(const struct tcpmsg_conn *c)
 }
 
 int
+tcpmsg_conn_peer_cred(const struct tcpmsg_conn *c, struct tcpmsg_peer_cred *out)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!c || !out || c->fd < 0)
+        return -EINVAL;
+    struct tcpmsg_addr a;
+    int r = tcpmsg_addr_local(c->fd, &a);
+    if (r < 0)
+        return r;
+    if (tcpmsg_addr_family(&a) != TCPMSG_FAMILY_UNIX)
+        return -ENOTSUP;
+    struct ucred cr;
+    socklen_t len = sizeof cr;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+        return -errno;
+    *out = (struct tcpmsg_peer_cred){(int)cr.pid, (unsigned)cr.uid, (unsigned)cr.gid};
+    return 0;
+}
+
+int
 tcpmsg_conn_error(const struct tcpmsg_conn *c)
 {
     if (!c)

@@ -1509,7 +1509,10 @@ worker_init(struct tcpmsg_worker *w, struct tcpmsg_server *s, int index)
     w->ep = epoll_create1(EPOLL_CLOEXEC);
     if (w->ep < 0)
         return -errno;
-    if (index > 0 && s->lfd >= 0) {
+    struct tcpmsg_addr la;
+    bool shared = s->lfd >= 0 && tcpmsg_addr_local(s->lfd, &la) == 0 &&
+                  tcpmsg_addr_family(&la) == TCPMSG_FAMILY_UNIX; /* no SO_REUSEPORT there */
+    if (index > 0 && s->lfd >= 0 && !shared) {
         /* Another listener on the same port: the kernel spreads new connections. */
         struct tcpmsg_addr a;
         int r = tcpmsg_addr_local(s->lfd, &a);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -764,7 +765,9 @@ tcpmsg_server_create(struct tcpmsg_server **out, const struct tcpmsg_server_conf
     struct tcpmsg_listen_opts lo = s->cfg.listen;
     if (s->cfg.no_listener)
         goto listening; /* a pure client: its connections come from tcpmsg_worker_dial */
-    if (s->cfg.model == TCPMSG_MODEL_EVENT && s->cfg.workers > 1 && !lo.reuseport) {
+    bool unix_listener = tcpmsg__is_unix(s->host);
+    if (s->cfg.model == TCPMSG_MODEL_EVENT && s->cfg.workers > 1 && !lo.reuseport &&
+        !unix_listener) {
         /* The workers' listeners form an SO_REUSEPORT group, which another process of the
          * same user could join, or already be: two servers would then split the traffic
          * silently. A plain socket bound first proves the port free (-EADDRINUSE if not). */
@@ -782,6 +785,13 @@ tcpmsg_server_create(struct tcpmsg_server **out, const struct tcpmsg_server_conf
     s->lfd = r;
     if ((r = tcpmsg_sock_set_nonblocking(s->lfd, true)) < 0)
         goto fail;
+    struct stat st;
+    if (unix_listener && s->host[5] != '@' && stat(s->host + 5, &st) == 0) {
+        s->unix_file = true;
+        s->unix_dev = st.st_dev;
+        s->unix_ino = st.st_ino;
+        s->unix_owner = getpid();
+    }
 listening:
     if (s->cfg.handle_signals) {
         struct tcpmsg_server *none = NULL;
@@ -917,6 +927,10 @@ tcpmsg_server_destroy(struct tcpmsg_server *s)
         sigaction(SIGTERM, &s->old_term, NULL);
         atomic_store(&signal_server, NULL);
     }
+    struct stat st;
+    if (s->unix_file && getpid() == s->unix_owner && stat(s->host + 5, &st) == 0 &&
+        st.st_dev == s->unix_dev && st.st_ino == s->unix_ino)
+        (void)unlink(s->host + 5); /* ours: another server's file is left alone */
     tcpmsg_sock_close(s->lfd);
     tcpmsg_sock_close(s->wakefd);
     if (s->n != MAP_FAILED)

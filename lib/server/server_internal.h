@@ -9,6 +9,7 @@
 #include "timer_heap.h"
 
 #include <pthread.h>
+#include <sys/types.h>
 #include <signal.h>
 #include <stdatomic.h>
 
@@ -62,6 +63,11 @@ struct tcpmsg_server {
     struct tcpmsg_codec codec;
     struct tcpmsg_handler h;
     int lfd;    /* the listener, non-blocking */
+    bool unix_file; /* the listener is a Unix socket file it made: removed at destroy, if the
+                       file is still that one (dev, ino) and by the process that made it */
+    dev_t unix_dev;
+    ino_t unix_ino;
+    pid_t unix_owner;
     int wakefd; /* eventfd written once by stop and never read: readable for ever after,
                    in every thread and every forked process */
     atomic_int stopping;

@@ -19,6 +19,7 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -40,6 +41,7 @@ struct shared {
     atomic_int accept_errors;             /* TCPMSG_EV_ACCEPT with -EMFILE / -ENFILE */
     char open_tuple[TCPMSG_TUPLE_STRLEN]; /* the 4-tuple of the last TCPMSG_EV_OPEN */
     atomic_int close_code;                /* the code of the last TCPMSG_EV_CLOSE */
+    atomic_int cred_pid, cred_uid, cred_ok; /* on_open over a Unix socket: its peer */
     struct tcpmsg_server *server;         /* for "stop" (in a worker process: its copy) */
     int hold[2];                          /* "hold" blocks its handler until a byte comes */
 };
@@ -75,8 +77,13 @@ shared_teardown(void)
 static int
 on_open(struct tcpmsg_conn *c, void *user)
 {
-    (void)c;
     (void)user;
+    struct tcpmsg_peer_cred pc;
+    if (tcpmsg_conn_peer_cred(c, &pc) == 0) {
+        atomic_store(&sh->cred_pid, pc.pid);
+        atomic_store(&sh->cred_uid, (int)pc.uid);
+        atomic_fetch_add(&sh->cred_ok, 1);
+    }
     atomic_fetch_add(&sh->opened, 1);
     atomic_store(&sh->worker_pid, (int)getpid());
     return 0;
@@ -295,6 +302,50 @@ START_TEST(echo_every_codec)
     /* every thread joined (a joined thread leaves /proc an instant after join returns) */
     ck_assert_msg(nt_eventually(threads_back_to, &threads), "%d threads, %d before", thread_count(),
                   threads);
+}
+END_TEST
+
+/* Every model and codec over a Unix-domain socket file: the server makes the file with the
+ * mode asked, on_open sees the client's process, the log shows the path, and the file is
+ * gone once the server is. */
+START_TEST(every_codec_over_a_unix_socket)
+{
+    const struct nt_model *m = &models[_i];
+    char dir[64], host[128];
+    snprintf(dir, sizeof dir, "/tmp/tcpmsg-unix-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(host, sizeof host, "unix:%s/echo.sock", dir);
+    struct tcpmsg_codec codecs[3];
+    tcpmsg_codec_init_length(&codecs[0], NULL);
+    tcpmsg_codec_init_delim(&codecs[1], NULL);
+    tcpmsg_codec_init_fixed(&codecs[2], &(struct tcpmsg_fixed_config){.size = 8});
+    const char *msgs[3][2] = {{"", "hello"}, {"line one", "two"}, {"12345678", "ABCDEFGH"}};
+    for (int k = 0; k < 3; k++) {
+        struct tcpmsg_server_config cfg = {.host = host, .codec = &codecs[k], .model = m->model,
+                                           .pool_threads = m->pool_threads, .workers = m->workers,
+                                           .log = record, .listen = {.unix_mode = 0660}};
+        struct tcpmsg_server *s;
+        ck_assert_int_eq(tcpmsg_server_create(&s, &cfg, &echo), 0);
+        sh->server = s;
+        live = s;
+        ck_assert_int_eq(tcpmsg_server_start(s), 0);
+        struct stat st;
+        ck_assert_int_eq(stat(host + 5, &st), 0);
+        ck_assert_int_eq(st.st_mode & 0777, 0660);
+        struct tcpmsg_conn *c;
+        ck_assert_int_eq(tcpmsg_conn_connect(&c, host, NULL, &codecs[k], NULL, LONG_WAIT), 0);
+        for (int i = 0; i < 2; i++)
+            exchange(c, msgs[k][i]);
+        ck_assert_int_eq(tcpmsg_conn_close(c, LONG_WAIT), 0);
+        finish(s);
+        ck_assert_int_eq(stat(host + 5, &st), -1); /* removed with its server */
+    }
+    ck_assert_int_eq(atomic_load(&sh->cred_ok), 3);
+    ck_assert_int_eq(atomic_load(&sh->cred_pid), (int)getpid());
+    ck_assert_int_eq(atomic_load(&sh->cred_uid), (int)getuid());
+    ck_assert_int_eq(atomic_load(&sh->messages), 6);
+    ck_assert_msg(strncmp(sh->open_tuple, host, strlen(host)) == 0, "%s", sh->open_tuple);
+    ck_assert_int_eq(rmdir(dir), 0);
 }
 END_TEST
 
@@ -1435,6 +1486,7 @@ make_suite(void)
     tcase_add_checked_fixture(t, shared_setup, shared_teardown);
     tcase_set_timeout(t, 120);
     tcase_add_loop_test(t, echo_every_codec, 0, nmodels);
+    tcase_add_loop_test(t, every_codec_over_a_unix_socket, 0, nmodels);
     tcase_add_loop_test(t, many_clients, 0, nmodels);
     tcase_add_loop_test(t, large_frames, 0, nmodels);
     tcase_add_loop_test(t, slow_and_idle_peers_are_closed, 0, nmodels);
