@@ -24,6 +24,7 @@ static _Noreturn void
 usage(void)
 {
     printf("Usage: %s [OPTION]... HOST PORT\n"
+           "       %s [OPTION]... unix:PATH | unix:@NAME\n"
            "Send each line of stdin as one frame, print each reply on its own line.\n"
            "\n"
            "  -f, --framing F         len32, line, fixed:N, ... as the server [len32]\n"
@@ -32,12 +33,13 @@ usage(void)
            TOOL_TLS_CLIENT_HELP
            "  -h, --help              this help\n"
            "  -V, --version           the version\n",
-           tool_name());
+           tool_name(), tool_name());
     exit(0);
 }
 
 static struct {
     const char *host, *port, *framing;
+    char where[300]; /* "HOST port PORT", or the Unix address, for messages */
     int timeout_ms;
     const struct tool_tls *tls;
     struct tool_input in;
@@ -57,7 +59,7 @@ on_down(struct tcpmsg_worker *w, uint64_t id, int reason, int64_t retry_ms, void
         return; /* the connection it opened ended: on_close said what there was to say */
     if (tool_tls_error(reason))
         tool_die("TLS handshake with %s: %s", ec.host, tcpmsg_strerror(reason));
-    tool_die("cannot connect to %s port %s: %s", ec.host, ec.port, tcpmsg_strerror(reason));
+    tool_die("cannot connect to %s: %s", ec.where, tcpmsg_strerror(reason));
 }
 
 static void
@@ -69,7 +71,7 @@ dial(struct tcpmsg_worker *w, void *user)
                                  .tls_name = ec.tls->name};
     int r = tcpmsg_worker_dial(w, ec.host, ec.port, &o, NULL);
     if (r < 0)
-        tool_die("cannot connect to %s port %s: %s", ec.host, ec.port, tcpmsg_strerror(r));
+        tool_die("cannot connect to %s: %s", ec.where, tcpmsg_strerror(r));
 }
 
 /* Every reply is in and stdin is over: the connection ends once its output is out. Looked
@@ -110,7 +112,7 @@ more_input(void *arg)
                      (unsigned long long)ec.in.line_no, ec.framing,
                      r == -EMSGSIZE ? "too long" : "wrong size or forbidden bytes");
         if (r < 0)
-            tool_die("sending to %s port %s: %s", ec.host, ec.port, tool_recv_error(r));
+            tool_die("sending to %s: %s", ec.where, tool_recv_error(r));
         ec.sent++;
     }
     if (tcpmsg_conn_output(ec.c, NULL) >= OUTPUT_HIGH)
@@ -132,7 +134,7 @@ silence_check(struct tcpmsg_conn *c, uint64_t id, void *arg)
         ec.moved = st.bytes_in + st.bytes_out;
         ec.last_progress = now;
     } else if (now - ec.last_progress >= ec.timeout_ms) {
-        tool_die("no reply from %s port %s for %.1f s (%llu outstanding)", ec.host, ec.port,
+        tool_die("no reply from %s for %.1f s (%llu outstanding)", ec.where,
                  ec.timeout_ms / 1000.0, (unsigned long long)(ec.sent - ec.received));
     }
     int64_t next = ec.last_progress + ec.timeout_ms - now;
@@ -182,7 +184,7 @@ on_close(struct tcpmsg_conn *c, int reason, void *user)
     if (reason == TCPMSG_EOF && ec.received < ec.sent)
         tool_die("the server closed the connection with %llu replies missing",
                  (unsigned long long)(ec.sent - ec.received));
-    tool_die("%s port %s: %s", ec.host, ec.port, tool_recv_error(reason));
+    tool_die("%s: %s", ec.where, tool_recv_error(reason));
 }
 
 int
@@ -223,14 +225,20 @@ main(int argc, char **argv)
             tool_bad_option(opt, argv);
         }
     }
-    if (argc - optind != 2)
-        tool_usage(argc - optind < 2 ? "missing HOST or PORT" : "too many arguments");
-    const char *host = argv[optind], *port = argv[optind + 1];
+    int nargs = argc - optind;
+    bool un = nargs >= 1 && strncmp(argv[optind], "unix:", 5) == 0;
+    if (nargs != (un ? 1 : 2))
+        tool_usage(nargs < (un ? 1 : 2) ? "missing HOST or PORT" : "too many arguments");
+    const char *host = argv[optind], *port = un ? NULL : argv[optind + 1];
     struct tcpmsg_codec codec;
     tool_framing("--framing", framing, max_frame, &codec);
     struct tcpmsg_tls_ctx *tls_ctx = tool_tls_client(&tls);
     ec.host = host;
     ec.port = port;
+    if (un)
+        snprintf(ec.where, sizeof ec.where, "%s", host);
+    else
+        snprintf(ec.where, sizeof ec.where, "%s port %s", host, port);
     ec.framing = framing;
     ec.timeout_ms = timeout_ms;
     ec.tls = &tls;

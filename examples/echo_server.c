@@ -13,8 +13,9 @@ static _Noreturn void
 usage(void)
 {
     printf("Usage: %s [OPTION]... PORT\n"
-           "Echo every frame back to its sender. PORT 0 picks a free port; the port is\n"
-           "printed on stdout once the server listens.\n"
+           "       %s [OPTION]... unix:PATH | unix:@NAME\n"
+           "Echo every frame back to its sender. PORT 0 picks a free port; the port (or the\n"
+           "Unix address) is printed on stdout once the server listens.\n"
            "\n"
            "  -m, --mode MODE          iterative, fork, thread, pool or event [event]\n"
            "  -f, --framing F          len32 (4-byte big-endian length), line, fixed:N, or\n"
@@ -29,10 +30,12 @@ usage(void)
            "  -c, --max-conns N        connections served at once, more are refused\n"
            "                           [1024; fork: 64; pool: the workers; iterative: 1]\n"
            "  -w, --workers N          pool: workers [2 x CPUs]; event: threads [CPUs]\n"
+           "      --socket-mode OCTAL  unix:PATH: the socket file's permissions, e.g. 660\n"
+           "                           [as the umask leaves them]\n"
            TOOL_TLS_SERVER_HELP
            "  -h, --help               this help\n"
            "  -V, --version            the version\n",
-           tool_name());
+           tool_name(), tool_name());
     exit(0);
 }
 
@@ -55,6 +58,7 @@ main(int argc, char **argv)
         {"frame-timeout", required_argument, NULL, 'F'},
                                              {"max-conns", required_argument, NULL, 'c'},
                                              {"workers", required_argument, NULL, 'w'},
+                                             {"socket-mode", required_argument, NULL, 'M'},
                                              TOOL_TLS_SERVER_OPTIONS,
                                              {"help", no_argument, NULL, 'h'},
                                              {"version", no_argument, NULL, 'V'},
@@ -97,6 +101,14 @@ main(int argc, char **argv)
         case 'w':
             cfg.workers = (int)tool_uint("--workers", optarg, 1, 1024);
             break;
+        case 'M': {
+            char *end;
+            long mode = strtol(optarg, &end, 8);
+            if (!*optarg || *end || mode <= 0 || mode > 0777)
+                tool_usage("--socket-mode: '%s' is not an octal mode such as 660", optarg);
+            cfg.listen.unix_mode = (int)mode;
+            break;
+        }
         case 'h':
             usage();
         case 'V':
@@ -107,7 +119,16 @@ main(int argc, char **argv)
     }
     if (optind != argc - 1)
         tool_usage(optind < argc ? "too many arguments" : "missing PORT");
-    cfg.port = argv[optind];
+    const char *where = argv[optind];
+    bool un = strncmp(where, "unix:", 5) == 0;
+    if (un && cfg.host)
+        tool_usage("--bind is for a port, not with %s", where);
+    if (!un && cfg.listen.unix_mode)
+        tool_usage("--socket-mode is for a unix:PATH address");
+    if (un)
+        cfg.host = where;
+    else
+        cfg.port = where;
     struct tcpmsg_codec codec;
     tool_framing("--framing", framing, max_frame, &codec);
     cfg.codec = &codec;
@@ -117,12 +138,22 @@ main(int argc, char **argv)
     struct tcpmsg_handler h = {.on_message = echo};
     struct tcpmsg_server *s;
     int r = tcpmsg_server_create(&s, &cfg, &h);
+    if (r < 0 && un)
+        tool_die("cannot listen on %s: %s", where, tcpmsg_strerror(r));
     if (r < 0)
         tool_die("cannot listen on %s port %s: %s", cfg.host ? cfg.host : "all addresses", cfg.port,
                  tcpmsg_strerror(r));
-    tool_print_port(tcpmsg_server_port(s));
-    tool_warn("listening on port %d (%s model, %s framing, frames up to %llu bytes%s)",
-              tcpmsg_server_port(s), tcpmsg_model_name(cfg.model), framing,
+    char on[160];
+    if (un) {
+        printf("%s\n", where); /* as a port is: a script waits for this line */
+        fflush(stdout);
+        snprintf(on, sizeof on, "%s", where);
+    } else {
+        tool_print_port(tcpmsg_server_port(s));
+        snprintf(on, sizeof on, "port %d", tcpmsg_server_port(s));
+    }
+    tool_warn("listening on %s (%s model, %s framing, frames up to %llu bytes%s)", on,
+              tcpmsg_model_name(cfg.model), framing,
               (unsigned long long)tcpmsg_codec_max_payload(&codec), cfg.tls_ctx ? ", TLS" : "");
     r = tcpmsg_server_run(s);
     tcpmsg_server_destroy(s);

@@ -39,7 +39,7 @@ def prog(name):
 
 class Server:
     """A server program started with argv (its PORT argument "0"); .port is the port it
-    printed on its first line of stdout."""
+    printed on its first line of stdout (.address: that line, "unix:..." for a Unix one)."""
 
     def __init__(self, name, *args, preexec_fn=None):
         # stderr goes to a file, not a pipe: a server logging thousands of connections
@@ -51,10 +51,11 @@ class Server:
                                      stderr=self.err, text=True, preexec_fn=preexec_fn,
                                      start_new_session=True)
         line = self.readline()
-        if not line.strip().isdigit():
+        self.address = line.strip()  # a Unix server prints its address instead
+        if not self.address.isdigit() and not self.address.startswith("unix:"):
             self.kill()
             raise AssertionError(f"{name} printed {line!r} instead of its port: {self.log()}")
-        self.port = int(line)
+        self.port = int(self.address) if self.address.isdigit() else None
 
     def readline(self, timeout=WAIT):
         """The next line of the server's stdout (bounded wait)."""

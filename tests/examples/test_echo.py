@@ -7,6 +7,7 @@ import select
 import signal
 import socket
 import struct
+import tempfile
 import termios
 import time
 import unittest
@@ -247,6 +248,56 @@ class EchoPair(unittest.TestCase):
 
 def struct_len(n):
     return n.to_bytes(4, "big")
+
+
+class UnixSockets(unittest.TestCase):
+    """The echo pair over a Unix socket file and an abstract one: every mode, the file's
+    mode, Python's AF_UNIX client, the log's address, the file removed at the stop."""
+
+    def test_every_mode_over_a_socket_file(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "echo.sock")
+            for mode in ["iterative", "fork", "thread", "pool", "event"]:
+                with self.subTest(mode=mode):
+                    with Server("tcpmsg-echo-server", "-m", mode, "--socket-mode", "660",
+                                "unix:" + path) as srv:
+                        self.assertEqual(srv.address, "unix:" + path)
+                        self.assertEqual(os.stat(path).st_mode & 0o777, 0o660)
+                        r = run("tcpmsg-echo-client", "unix:" + path, input=b"one\ntwo\n")
+                        self.assertEqual((r.returncode, r.stdout), (0, b"one\ntwo\n"), r.stderr)
+                        py = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                        py.settimeout(WAIT)
+                        py.connect(path)
+                        py.sendall(len32(b"from python"))
+                        self.assertEqual(recv_exactly(py, 15), len32(b"from python"))
+                        py.close()
+                        status, log = srv.stop()
+                    self.assertEqual(status, 0, log)
+                    self.assertIn("unix:%s unix:pid=" % path, log)
+                    self.assertFalse(os.path.exists(path), "the socket file outlived its server")
+
+    def test_abstract_name_and_a_live_socket_is_not_taken(self):
+        name = "unix:@tcpmsg-echo-test-%d" % os.getpid()
+        with Server("tcpmsg-echo-server", name) as srv:
+            r = run("tcpmsg-echo-client", name, input=b"abstract\n")
+            self.assertEqual((r.returncode, r.stdout), (0, b"abstract\n"), r.stderr)
+            second = run("tcpmsg-echo-server", name)
+            self.assertEqual(second.returncode, 1)
+            self.assertIn(b"in use", second.stderr)
+            self.assertEqual(srv.stop()[0], 0)
+        r = run("tcpmsg-echo-client", name, input=b"x\n")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"cannot connect to " + name.encode(), r.stderr)
+
+    def test_command_line(self):
+        for args in (["--socket-mode", "660", "0"], ["--socket-mode", "9z", "unix:/tmp/x"],
+                     ["--bind", "127.0.0.1", "unix:/tmp/x"]):
+            self.assertEqual(run("tcpmsg-echo-server", *args).returncode, 2, args)
+        self.assertEqual(run("tcpmsg-echo-client", "unix:/tmp/x", "1").returncode, 2)
+        long_path = "unix:/" + "p" * 107
+        r = run("tcpmsg-echo-server", long_path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"too long", r.stderr)
 
 
 class HostileServer(unittest.TestCase):
