@@ -23,8 +23,8 @@
 static _Noreturn void
 usage(void)
 {
-    printf("Usage: %s [OPTION]... HOST PORT\n"
-           "       %s -l [OPTION]... [HOST] PORT\n"
+    printf("Usage: %s [OPTION]... HOST PORT | unix:PATH | unix:@NAME\n"
+           "       %s -l [OPTION]... [HOST] PORT | unix:PATH | unix:@NAME\n"
            "Send stdin as frames to a TCP service and print the frames it sends back.\n"
            "\n"
            "  -l, --listen            wait for one client on [HOST] PORT instead of\n"
@@ -72,6 +72,8 @@ on_down(struct tcpmsg_worker *w, uint64_t id, int reason, int64_t retry_ms, void
         return; /* the connection it opened ended: on_close said what there was to say */
     if (tool_tls_error(reason))
         tool_die("TLS handshake with %s: %s", ct.host, tcpmsg_strerror(reason));
+    if (!ct.port)
+        tool_die("cannot connect to %s: %s", ct.host, tcpmsg_strerror(reason));
     tool_die("cannot connect to %s port %s: %s", ct.host, ct.port, tcpmsg_strerror(reason));
 }
 
@@ -156,7 +158,10 @@ on_open(struct tcpmsg_conn *c, void *user)
     if (ct.listen) {
         struct tcpmsg_addr peer;
         char text[TCPMSG_ADDR_STRLEN] = "?";
-        if (tcpmsg_addr_peer(tcpmsg_conn_fd(c), &peer) == 0)
+        struct tcpmsg_peer_cred pc;
+        if (tcpmsg_conn_peer_cred(c, &pc) == 0) /* a Unix client has no address */
+            snprintf(text, sizeof text, "unix:pid=%d", pc.pid);
+        else if (tcpmsg_addr_peer(tcpmsg_conn_fd(c), &peer) == 0)
             tcpmsg_addr_format(&peer, text, sizeof text);
         tool_warn("connection from %s", text);
     }
@@ -263,10 +268,11 @@ main(int argc, char **argv)
         }
     }
     int nargs = argc - optind;
-    if (nargs > 2 || nargs < (listen ? 1 : 2))
+    bool un = nargs == 1 && strncmp(argv[optind], "unix:", 5) == 0; /* no port there */
+    if (nargs > 2 || nargs < (listen || un ? 1 : 2))
         tool_usage(nargs > 2 ? "too many arguments" : "missing HOST or PORT");
-    const char *host = nargs == 2 ? argv[optind] : NULL;
-    const char *port = argv[argc - 1];
+    const char *host = nargs == 2 || un ? argv[optind] : NULL;
+    const char *port = un ? NULL : argv[argc - 1];
     struct tcpmsg_codec codec;
     tool_framing("--framing", framing, max_frame, &codec);
     if (listen && (tls.name || tls.insecure))
@@ -302,10 +308,13 @@ main(int argc, char **argv)
     struct tcpmsg_server *s;
     int r = tcpmsg_server_create(&s, &cfg, &h);
     if (r < 0 && listen)
-        tool_die("cannot listen on port %s: %s", port, tcpmsg_strerror(r));
+        tool_die("cannot listen on %s%s: %s", un ? "" : "port ", un ? host : port,
+                 tcpmsg_strerror(r));
     if (r < 0)
         tool_die("%s", tcpmsg_strerror(r));
-    if (listen)
+    if (listen && un)
+        tool_warn("listening on %s", host);
+    else if (listen)
         tool_warn("listening on port %d", tcpmsg_server_port(s));
     r = tcpmsg_server_run(s);
     tcpmsg_server_destroy(s);

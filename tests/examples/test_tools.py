@@ -66,6 +66,21 @@ class Cat(unittest.TestCase):
                 self.assertEqual(r.returncode, 0, r.stderr)
                 self.assertEqual((listener.returncode, out), (0, data))
 
+    def test_two_cats_over_a_unix_socket(self):
+        with tempfile.TemporaryDirectory() as d:
+            where = "unix:" + os.path.join(d, "cat.sock")
+            listener = subprocess.Popen([prog("tcpmsg-cat"), "-l", "-f", "line", where],
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE)
+            self.assertEqual(listener.stderr.readline().decode().strip(),
+                             "tcpmsg-cat: listening on " + where)
+            r = run("tcpmsg-cat", "-f", "line", where, input=b"over unix\n")
+            out, err = listener.communicate(timeout=WAIT)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual((listener.returncode, out), (0, b"over unix\n"))
+            self.assertIn(b"connection from unix:pid=", err)
+            self.assertFalse(os.path.exists(where[5:]))
+
     def test_wire_bytes_of_a_length_framing(self):
         got = []
 
