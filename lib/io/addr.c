@@ -358,6 +358,7 @@ tcpmsg_addr_tuple(int fd, char *buf, size_t cap)
         return -ENOBUFS;
     buf[0] = '\0';
     struct tcpmsg_addr local, peer;
+    memset(&peer, 0, sizeof peer);
     int r = tcpmsg_addr_local(fd, &local);
     if (r == 0)
         r = tcpmsg_addr_peer(fd, &peer);

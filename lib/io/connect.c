@@ -18,8 +18,8 @@ start_attempt(const struct tcpmsg_addr *a, const struct tcpmsg_connect_opts *o, 
 {
     *done = false;
     bool un = a->u.sa.sa_family == AF_UNIX;
-    int fd = socket(a->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    un ? 0 : IPPROTO_TCP);
+    int fd =
+        socket(a->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, un ? 0 : IPPROTO_TCP);
     if (fd < 0)
         return -errno;
     int r = 0;
