@@ -14,6 +14,8 @@ usage(void)
 {
     printf("Usage: %s [OPTION]... PORT\n"
            "       %s [OPTION]... unix:PATH | unix:@NAME\n"
+           "Started by systemd socket activation (LISTEN_FDS), it serves that socket and\n"
+           "PORT may be left out.\n"
            "Echo every frame back to its sender. PORT 0 picks a free port; the port (or the\n"
            "Unix address) is printed on stdout once the server listens.\n"
            "\n"
@@ -117,18 +119,32 @@ main(int argc, char **argv)
             tool_bad_option(opt, argv);
         }
     }
-    if (optind != argc - 1)
+    /* Started by systemd (or systemd-socket-activate) with a socket: that one is served,
+     * and PORT may be left out. An offer that cannot be used is an error, never a reason to
+     * bind a socket of our own. */
+    int inherited[8];
+    char names[8][TCPMSG_FDNAME_MAX];
+    int ninh = tcpmsg_sock_inherited(inherited, names, 8);
+    if (ninh < 0)
+        tool_die("the sockets systemd passed (LISTEN_FDS): %s", tcpmsg_strerror(ninh));
+    if (ninh > 1)
+        tool_die("systemd passed %d sockets; one listening socket is served", ninh);
+    if (optind != argc - 1 && !(ninh == 1 && optind == argc)) /* PORT, or an inherited one */
         tool_usage(optind < argc ? "too many arguments" : "missing PORT");
-    const char *where = argv[optind];
+    const char *where = optind < argc ? argv[optind] : "";
     bool un = strncmp(where, "unix:", 5) == 0;
     if (un && cfg.host)
         tool_usage("--bind is for a port, not with %s", where);
     if (!un && cfg.listen.unix_mode)
         tool_usage("--socket-mode is for a unix:PATH address");
-    if (un)
+    if (ninh == 1) {
+        cfg.listen_fd = inherited[0];
+        un = false;
+    } else if (un) {
         cfg.host = where;
-    else
+    } else {
         cfg.port = where;
+    }
     struct tcpmsg_codec codec;
     tool_framing("--framing", framing, max_frame, &codec);
     cfg.codec = &codec;
@@ -138,13 +154,28 @@ main(int argc, char **argv)
     struct tcpmsg_handler h = {.on_message = echo};
     struct tcpmsg_server *s;
     int r = tcpmsg_server_create(&s, &cfg, &h);
+    if (r < 0 && ninh == 1)
+        tool_die("cannot serve the socket systemd passed: %s", tcpmsg_strerror(r));
     if (r < 0 && un)
         tool_die("cannot listen on %s: %s", where, tcpmsg_strerror(r));
     if (r < 0)
         tool_die("cannot listen on %s port %s: %s", cfg.host ? cfg.host : "all addresses", cfg.port,
                  tcpmsg_strerror(r));
-    char on[160];
-    if (un) {
+    char on[TCPMSG_ADDR_STRLEN + TCPMSG_FDNAME_MAX + 64];
+    struct tcpmsg_addr la;
+    if (ninh == 1 && tcpmsg_addr_local(inherited[0], &la) == 0 &&
+        tcpmsg_addr_family(&la) == TCPMSG_FAMILY_UNIX) {
+        char text[TCPMSG_ADDR_STRLEN];
+        tcpmsg_addr_format(&la, text, sizeof text);
+        printf("%s\n", text);
+        fflush(stdout);
+        snprintf(on, sizeof on, "%s (from systemd%s%s)", text, names[0][0] ? ": " : "",
+                 names[0]);
+    } else if (ninh == 1) {
+        tool_print_port(tcpmsg_server_port(s));
+        snprintf(on, sizeof on, "port %d (from systemd%s%s)", tcpmsg_server_port(s),
+                 names[0][0] ? ": " : "", names[0]);
+    } else if (un) {
         printf("%s\n", where); /* as a port is: a script waits for this line */
         fflush(stdout);
         snprintf(on, sizeof on, "%s", where);

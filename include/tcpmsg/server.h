@@ -163,6 +163,12 @@ struct tcpmsg_server_config {
                                     SO_REUSEPORT listener, after checking that no other
                                     socket holds the port (-EADDRINUSE); reuseport set
                                     here skips the check: other processes may share */
+    int listen_fd;               /* > 0: serve this listening socket instead of binding
+                                    host and port (one tcpmsg_sock_inherited returned, or
+                                    the caller's own), owned by the server once create
+                                    succeeded (closed at destroy; a Unix socket's file is
+                                    left where it is: not the server's); every worker
+                                    shares it [0: bind] */
     bool no_listener;            /* EVENT: no listening socket at all (host and port are
                                     ignored): a pure client, whose connections all come from
                                     tcpmsg_worker_dial; tcpmsg_server_port says -ENOTCONN */

@@ -74,6 +74,25 @@ TCPMSG_API int tcpmsg_sock_listen(const char *host, const char *service,
 TCPMSG_API int tcpmsg_sock_listen_addr(const struct tcpmsg_addr *addr,
                                        const struct tcpmsg_listen_opts *opts);
 
+/* Room for one name of LISTEN_FDNAMES (systemd allows 255 bytes) and its NUL. */
+#define TCPMSG_FDNAME_MAX 256
+
+/*
+ * tcpmsg_sock_inherited - the listening sockets this process was started with by systemd's
+ * socket activation (or systemd-socket-activate, or anything speaking its protocol:
+ * LISTEN_PID is this process, LISTEN_FDS = n sockets at fds 3 .. 3 + n - 1, LISTEN_FDNAMES
+ * "name:name" optional), read directly (no libsystemd). Each must be a listening stream
+ * socket; it is made close-on-exec and goes to fds[i], its name (or "") to names[i] when
+ * names is not NULL. LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES are then removed from the
+ * environment, so that children do not take them for theirs. Returns the count: 0 when
+ * none was offered (no LISTEN_FDS, or another process's LISTEN_PID); -EBADF when one that
+ * was offered is not a listening stream socket, -E2BIG when more than max were offered,
+ * -EINVAL (malformed variables, fds NULL with max > 0): then the caller must not bind a
+ * socket of its own instead, since its manager thinks it serves the inherited ones. Call it
+ * before other threads start (it changes the environment); never blocks.
+ */
+TCPMSG_API int tcpmsg_sock_inherited(int *fds, char (*names)[TCPMSG_FDNAME_MAX], size_t max);
+
 /*
  * tcpmsg_sock_reserve - opens a spare file descriptor (/dev/null, close-on-exec) for
  * tcpmsg_sock_accept's EMFILE handling. Returns the fd or a negated errno.

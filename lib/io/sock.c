@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -174,6 +176,69 @@ tcpmsg_sock_listen(const char *host, const char *service, const struct tcpmsg_li
         fd == TCPMSG_EAI_NODATA)
         return listen_resolved(NULL, service, TCPMSG_FAMILY_V4, opts);
     return fd;
+}
+
+/* A decimal environment value: 0 and *out, or -EINVAL. */
+static int
+env_uint(const char *name, unsigned long max, unsigned long *out)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return -ENOENT;
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(v, &end, 10);
+    if (errno || *end || n > max || v[0] == '-')
+        return -EINVAL;
+    *out = n;
+    return 0;
+}
+
+int
+tcpmsg_sock_inherited(int *fds, char (*names)[TCPMSG_FDNAME_MAX], size_t max)
+{
+    enum { FIRST = 3 }; /* SD_LISTEN_FDS_START */
+    unsigned long pid, n;
+    int r = env_uint("LISTEN_PID", (unsigned long)INT32_MAX, &pid);
+    if (r == -ENOENT || (r == 0 && pid != (unsigned long)getpid()))
+        return 0; /* nothing offered, or offered to another process (our parent) */
+    if (r < 0 || (r = env_uint("LISTEN_FDS", 4096, &n)) < 0)
+        return r == -ENOENT ? 0 : -EINVAL;
+    if ((!fds && max > 0) || n > max) {
+        r = n > max ? -E2BIG : -EINVAL;
+        goto out;
+    }
+    const char *all = getenv("LISTEN_FDNAMES");
+    for (unsigned long i = 0; i < n; i++) {
+        int fd = FIRST + (int)i, type = 0, acc = 0;
+        socklen_t len = sizeof type;
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM ||
+            (len = sizeof acc, getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) < 0) ||
+            !acc) {
+            r = -EBADF;
+            goto out;
+        }
+        int fl = fcntl(fd, F_GETFD);
+        if (fl >= 0)
+            (void)fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+        fds[i] = fd;
+        if (names) { /* the i-th of "a:b:c", "" past the end */
+            const char *p = all ? all : "";
+            for (unsigned long k = 0; k < i && p; k++)
+                p = strchr(p, ':') ? strchr(p, ':') + 1 : NULL;
+            size_t l = p ? strcspn(p, ":") : 0;
+            if (l >= TCPMSG_FDNAME_MAX)
+                l = TCPMSG_FDNAME_MAX - 1;
+            memcpy(names[i], p ? p : "", l);
+            names[i][l] = '\0';
+        }
+    }
+    r = (int)n;
+out:
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    return r;
 }
 
 int

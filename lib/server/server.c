@@ -765,6 +765,23 @@ tcpmsg_server_create(struct tcpmsg_server **out, const struct tcpmsg_server_conf
     struct tcpmsg_listen_opts lo = s->cfg.listen;
     if (s->cfg.no_listener)
         goto listening; /* a pure client: its connections come from tcpmsg_worker_dial */
+    if (s->cfg.listen_fd > 0) { /* inherited: checked, then the server's */
+        int type = 0, acc = 0;
+        socklen_t len = sizeof type;
+        if (getsockopt(s->cfg.listen_fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+            type != SOCK_STREAM ||
+            (len = sizeof acc, getsockopt(s->cfg.listen_fd, SOL_SOCKET, SO_ACCEPTCONN, &acc,
+                                          &len) < 0) ||
+            !acc) {
+            r = -EBADF;
+            goto fail;
+        }
+        if ((r = tcpmsg_sock_set_nonblocking(s->cfg.listen_fd, true)) < 0)
+            goto fail;
+        s->lfd = s->cfg.listen_fd;
+        s->shared_lfd = true; /* not in a SO_REUSEPORT group: one for every worker */
+        goto listening;
+    }
     bool unix_listener = tcpmsg__is_unix(s->host);
     if (s->cfg.model == TCPMSG_MODEL_EVENT && s->cfg.workers > 1 && !lo.reuseport &&
         !unix_listener) {
@@ -808,6 +825,8 @@ listening:
     *out = s;
     return 0;
 fail:
+    if (s->shared_lfd)
+        s->lfd = -1; /* the caller's still: it is ours only once create succeeded */
     tcpmsg_server_destroy(s);
     return r;
 }

@@ -63,6 +63,7 @@ struct tcpmsg_server {
     struct tcpmsg_codec codec;
     struct tcpmsg_handler h;
     int lfd;    /* the listener, non-blocking */
+    bool shared_lfd; /* inherited: the EVENT workers share it (no SO_REUSEPORT group) */
     bool unix_file; /* the listener is a Unix socket file it made: removed at destroy, if the
                        file is still that one (dev, ino) and by the process that made it */
     dev_t unix_dev;
