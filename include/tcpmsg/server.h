@@ -122,7 +122,10 @@ enum tcpmsg_server_event {
 
 /* The server's configuration; zero-initialised fields take the default in brackets. */
 struct tcpmsg_server_config {
-    const char *host;            /* address to bind [NULL: wildcard, one dual-stack socket] */
+    const char *host;            /* address to bind, or "unix:/path" / "unix:@name" (a
+                                    Unix-domain socket, made with listen.unix_mode and
+                                    removed at destroy) [NULL: wildcard, one dual-stack
+                                    socket] */
     const char *port;            /* port or service [NULL or "0": the kernel picks one; read
                                     it with tcpmsg_server_port] */
     const struct tcpmsg_codec *codec; /* framing, copied; its limit is the max frame size
@@ -208,7 +211,8 @@ TCPMSG_API int tcpmsg_server_create(struct tcpmsg_server **out,
                                     const struct tcpmsg_server_config *cfg,
                                     const struct tcpmsg_handler *h);
 
-/* tcpmsg_server_port - the port the server listens on. */
+/* tcpmsg_server_port - the port the server listens on; -EAFNOSUPPORT for a Unix-domain
+ * listener (host "unix:..."), -ENOTCONN without a listener. */
 TCPMSG_API int tcpmsg_server_port(const struct tcpmsg_server *s);
 
 /*
