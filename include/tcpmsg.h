@@ -22,6 +22,7 @@
 #include "tcpmsg/addr.h"
 #include "tcpmsg/sock.h"
 #include "tcpmsg/conn.h"
+#include "tcpmsg/proxy.h"
 #include "tcpmsg/tls.h"
 #include "tcpmsg/server.h"
 

@@ -78,3 +78,28 @@ write("roundtrip", "varint_frame", bytes([0, 8 | 32, 0, 0]) + msgs(b"a" * 126, b
 write("roundtrip", "delim_bytes", bytes([1, BYTES | (2 << 4), 0, ord("a"), ord("b")]) + msgs(b"xa", b"ab", b"ba"))
 write("roundtrip", "crlf", bytes([1, CRLF, 0, 0]) + msgs(b"line", b"a\rb", b""))
 write("roundtrip", "fixed_pad", bytes([2, (8 << 1) | 1]) + msgs(b"abc", b"12345678", b""))
+
+
+# The PROXY protocol header (the parser's input is the connection's first bytes as they are).
+SIG = bytes([0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A])
+
+
+def pp2(ver_cmd, fam, body):
+    return SIG + bytes([ver_cmd, fam]) + be(len(body), 2) + body
+
+
+def tlv(t, v):
+    return bytes([t]) + be(len(v), 2) + v
+
+
+write("proxy", "v1_tcp4", b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\nGET /")
+write("proxy", "v1_tcp6", b"PROXY TCP6 2001:db8::1 2001:db8::2 65535 0\r\n")
+write("proxy", "v1_unknown", b"PROXY UNKNOWN\r\n")
+ip4 = bytes([192, 0, 2, 1, 198, 51, 100, 2, 0xDC, 0x04, 0x01, 0xBB])
+write("proxy", "v2_inet", pp2(0x21, 0x11, ip4) + b"data")
+write("proxy", "v2_inet6", pp2(0x21, 0x21, bytes(32) + b"\x30\x39\x00\x50"))
+write("proxy", "v2_unix", pp2(0x21, 0x31, b"/run/c.sock".ljust(108, b"\0") + b"/run/h.sock".ljust(108, b"\0")))
+write("proxy", "v2_local", pp2(0x20, 0x00, b""))
+ssl = bytes([7, 0, 0, 0, 0]) + tlv(0x21, b"TLSv1.3") + tlv(0x22, b"client1")
+write("proxy", "v2_tlvs", pp2(0x21, 0x11, ip4 + tlv(0x01, b"h2") + tlv(0x02, b"api.example.org")
+                              + tlv(0xE0, b"custom") + tlv(0x20, ssl)))
