@@ -198,7 +198,7 @@ parse_v2(const uint8_t *p, size_t len, struct tcpmsg_proxy_info *out)
     } else { /* AF_UNIX: two 108-byte paths */
         struct tcpmsg_addr *a[2] = {&out->src, &out->dst};
         for (int k = 0; k < 2; k++) {
-            const uint8_t *path = b + 108 * k;
+            const uint8_t *path = b + (size_t)108 * (size_t)k;
             size_t n = 0;
             while (n < 108 && path[n])
                 n++;
