@@ -26,7 +26,8 @@ PUBLIC = {
     "core": {"tcpmsg/version.h", "tcpmsg/error.h"},
     "codec": {"tcpmsg/codec.h", "tcpmsg/wire.h"},
     "tls": {"tcpmsg/tls.h"},
-    "io": {"tcpmsg/deadline.h", "tcpmsg/addr.h", "tcpmsg/sock.h", "tcpmsg/conn.h"},
+    "io": {"tcpmsg/deadline.h", "tcpmsg/addr.h", "tcpmsg/sock.h", "tcpmsg/conn.h",
+           "tcpmsg/proxy.h"},
     "server": {"tcpmsg/server.h"},
 }
 # System headers a layer must not use: what belongs to the layers above it.
