@@ -60,7 +60,8 @@ static struct {
     struct tcpmsg_conn *c; /* once connected */
     uint64_t moved;        /* bytes in and out and lines read, at the last look */
     int64_t last_progress;
-    bool done; /* --count frames arrived */
+    bool opened; /* the connection was opened (it may have ended since: c NULL) */
+    bool done;   /* --count frames arrived */
 } ct;
 
 /* Connecting failed (or the TLS handshake) before any connection opened. */
@@ -68,7 +69,7 @@ static void
 on_down(struct tcpmsg_worker *w, uint64_t id, int reason, int64_t retry_ms, void *arg)
 {
     (void)w, (void)id, (void)retry_ms, (void)arg;
-    if (ct.c || ct.done)
+    if (ct.opened || ct.done)
         return; /* the connection it opened ended: on_close said what there was to say */
     if (tool_tls_error(reason))
         tool_die("TLS handshake with %s: %s", ct.host, tcpmsg_strerror(reason));
@@ -82,7 +83,7 @@ static void
 accept_timeout(struct tcpmsg_worker *w, uint64_t id, void *arg)
 {
     (void)w, (void)id, (void)arg;
-    if (!ct.c)
+    if (!ct.opened)
         tool_die("accept: %s", tcpmsg_strerror(-ETIMEDOUT));
 }
 
@@ -152,9 +153,10 @@ static int
 on_open(struct tcpmsg_conn *c, void *user)
 {
     (void)user;
-    if (ct.c)
+    if (ct.opened)
         return TCPMSG_EFULL; /* -l: one client */
     ct.c = c;
+    ct.opened = true;
     if (ct.listen) {
         struct tcpmsg_addr peer;
         char text[TCPMSG_ADDR_STRLEN] = "?";
@@ -206,6 +208,8 @@ static void
 on_close(struct tcpmsg_conn *c, int reason, void *user)
 {
     (void)user;
+    ct.c = NULL;
+    tool_stdin_stop(); /* its frames would go to a connection that is gone */
     tcpmsg_server_stop(tcpmsg_worker_server(tcpmsg_conn_worker(c)));
     if (ct.done || reason == TCPMSG_EOF)
         return; /* --count frames, or both sides ended their streams */

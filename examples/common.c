@@ -526,3 +526,11 @@ tool_stdin_pause(bool pause)
     if (stdin_loop.w)
         stdin_set(!pause);
 }
+
+void
+tool_stdin_stop(void)
+{
+    if (stdin_loop.w)
+        stdin_set(false);
+    stdin_loop.w = NULL; /* for good: nothing reads it again */
+}

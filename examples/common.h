@@ -149,6 +149,9 @@ void tool_stdin_start(struct tool_input *in, struct tcpmsg_worker *w, void (*mor
                       void *arg);
 /* Stops reading stdin (the connection's output is too long) / reads it again. */
 void tool_stdin_pause(bool pause);
+/* Stops reading stdin for good: the connection it fed has ended (call it in on_close, or a
+ * read after it would feed a connection that is gone). */
+void tool_stdin_stop(void);
 /* Flushes stdout at the end of this loop turn (once for all the frames the turn printed:
  * a reader on a pipe sees each reply without a write per frame). */
 void tool_stdout_flush_soon(struct tcpmsg_worker *w);

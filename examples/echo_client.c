@@ -47,6 +47,7 @@ static struct {
     uint64_t sent, received;
     uint64_t moved;        /* bytes in and out at the last look */
     int64_t last_progress; /* when they last changed */
+    bool opened; /* the connection was opened (it may have ended since: c NULL) */
     bool finishing, done;
 } ec;
 
@@ -55,7 +56,7 @@ static void
 on_down(struct tcpmsg_worker *w, uint64_t id, int reason, int64_t retry_ms, void *arg)
 {
     (void)w, (void)id, (void)retry_ms, (void)arg;
-    if (ec.c || ec.done)
+    if (ec.opened || ec.done)
         return; /* the connection it opened ended: on_close said what there was to say */
     if (tool_tls_error(reason))
         tool_die("TLS handshake with %s: %s", ec.host, tcpmsg_strerror(reason));
@@ -147,6 +148,7 @@ on_open(struct tcpmsg_conn *c, void *user)
 {
     (void)user;
     ec.c = c;
+    ec.opened = true;
     tool_tls_say_ktls(c, ec.tls);
     ec.last_progress = tcpmsg_now_ms();
     if (ec.timeout_ms && tcpmsg_timer_start(c, ec.timeout_ms, 0, silence_check, NULL, NULL) < 0)
@@ -178,6 +180,8 @@ static void
 on_close(struct tcpmsg_conn *c, int reason, void *user)
 {
     (void)user;
+    ec.c = NULL;
+    tool_stdin_stop(); /* its frames would go to a connection that is gone */
     tcpmsg_server_stop(tcpmsg_worker_server(tcpmsg_conn_worker(c)));
     if (ec.done)
         return; /* our end, with every reply in */
