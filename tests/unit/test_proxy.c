@@ -23,7 +23,8 @@ v2(uint8_t *out, uint8_t ver_cmd, uint8_t fam, const uint8_t *body, size_t len)
     out[13] = fam;
     out[14] = (uint8_t)(len >> 8);
     out[15] = (uint8_t)len;
-    memcpy(out + 16, body, len);
+    if (len)
+        memcpy(out + 16, body, len);
     return 16 + len;
 }
 
@@ -171,7 +172,8 @@ tlv(uint8_t *out, uint8_t type, const void *v, size_t len)
     out[0] = type;
     out[1] = (uint8_t)(len >> 8);
     out[2] = (uint8_t)len;
-    memcpy(out + 3, v, len);
+    if (len)
+        memcpy(out + 3, v, len);
     return 3 + len;
 }
 
