@@ -94,9 +94,15 @@ fork_lock_init(void)
     pthread_rwlockattr_destroy(&a);
 }
 
+static void fork_setup(void);
+
 static void
 fork_prepare(void)
 {
+    /* Done already (the handler is registered by fork_setup): but the forking thread may
+     * never have passed the once itself, and this is what orders the lock's init before
+     * its use here for ThreadSanitizer (glibc's own atfork lock is invisible to it). */
+    pthread_once(&fork_once, fork_setup);
     pthread_rwlock_wrlock(&fork_lock);
 }
 
