@@ -271,6 +271,32 @@ struct tcpmsg_peer_cred {
  */
 TCPMSG_API int tcpmsg_conn_peer_cred(const struct tcpmsg_conn *c, struct tcpmsg_peer_cred *out);
 
+/*
+ * Behind a load balancer that speaks the PROXY protocol (tcpmsg/proxy.h), the socket's peer
+ * is the balancer; the client is the address its header gave. A server with
+ * proxy_protocol reads the header before on_open and records it on the connection; a
+ * program with its own accept loop reads it with tcpmsg_proxy_recv and records it here.
+ *
+ * tcpmsg_conn_set_proxy - records a copy of the header *pi read from c's socket (NULL:
+ * forgets it). Returns 0, -EINVAL (c NULL), -ENOMEM.
+ * tcpmsg_conn_proxy - the header recorded, or NULL (none: c is not behind a balancer, or
+ * was not told). Valid until c is freed or the next set_proxy.
+ * tcpmsg_conn_peer - the client's address into *out: the header's source when one was
+ * recorded and it is not LOCAL (a balancer's own connection: a health check), else the
+ * socket's peer (tcpmsg_addr_peer). Returns 0, -EINVAL, or getpeername's error (-ENOTCONN
+ * once the peer has gone).
+ * tcpmsg_conn_tuple - c's 4-tuple as tcpmsg_addr_tuple formats it, with the client's
+ * address of tcpmsg_conn_peer as its peer ("10.0.0.5:7000 203.0.113.9:51514"). Returns the
+ * length, or the errors of tcpmsg_addr_tuple (TCPMSG_TUPLE_STRLEN bytes are enough).
+ * All four never block; from the thread that owns c.
+ */
+struct tcpmsg_proxy_info;
+struct tcpmsg_addr;
+TCPMSG_API int tcpmsg_conn_set_proxy(struct tcpmsg_conn *c, const struct tcpmsg_proxy_info *pi);
+TCPMSG_API const struct tcpmsg_proxy_info *tcpmsg_conn_proxy(const struct tcpmsg_conn *c);
+TCPMSG_API int tcpmsg_conn_peer(const struct tcpmsg_conn *c, struct tcpmsg_addr *out);
+TCPMSG_API int tcpmsg_conn_tuple(const struct tcpmsg_conn *c, char *buf, size_t cap);
+
 /* ---- ending ----------------------------------------------------------------------------- */
 
 /*

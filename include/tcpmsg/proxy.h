@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "tcpmsg/addr.h"
+#include "tcpmsg/deadline.h"
 #include "tcpmsg/error.h"
 #include "tcpmsg/version.h"
 
@@ -67,6 +68,31 @@ struct tcpmsg_proxy_info {
  * thread.
  */
 TCPMSG_API int tcpmsg_proxy_parse(const void *buf, size_t len, struct tcpmsg_proxy_info *out);
+
+/*
+ * tcpmsg_proxy_recv - reads the PROXY header (v1 or v2) from the start of socket fd and
+ * nothing past it: the client's first bytes stay in the socket for whoever reads next (a
+ * TLS handshake, tcpmsg_conn_open). Waits until `deadline` (tcpmsg_deadline_in, or
+ * TCPMSG_FOREVER) for the rest of a header that comes in pieces. Returns the header's length
+ * (> 0) with *out filled, TCPMSG_EPROXY (not a valid header; the bytes read are lost, so
+ * close the connection), TCPMSG_EOF (the peer ended before a whole header), -ETIMEDOUT, or
+ * -ECONNRESET and the other errors of recv; -EINVAL (fd < 0, out NULL). Blocks up to the
+ * deadline (the socket may be blocking or not: it is read with MSG_DONTWAIT and polled);
+ * any thread, one caller per socket. Uses a 4 KiB buffer on the stack.
+ */
+TCPMSG_API int tcpmsg_proxy_recv(int fd, struct tcpmsg_proxy_info *out, int64_t deadline);
+
+/*
+ * tcpmsg_proxy_format - writes a PROXY v2 header saying what *pi says (for a relay or a
+ * balancer of one's own: the next server learns who the client is): the PROXY command with
+ * pi->src and pi->dst (both IPv4, both IPv6, or both Unix; an IPv4-mapped IPv6 address is
+ * written as IPv4 when the other is IPv4 too), or LOCAL when pi->local; then the ALPN,
+ * authority and SSL TLVs of the fields that are set. pi->version is ignored. Returns the
+ * header's length, -ENOBUFS (cap too small: 16 + 216 + the TLVs is always enough within
+ * TCPMSG_PROXY_MAX), -EAFNOSUPPORT (src and dst of different or unknown families),
+ * -EINVAL (NULL). Never blocks; any thread.
+ */
+TCPMSG_API int tcpmsg_proxy_format(void *buf, size_t cap, const struct tcpmsg_proxy_info *pi);
 
 #ifdef __cplusplus
 }

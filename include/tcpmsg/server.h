@@ -48,6 +48,7 @@
 #include "tcpmsg/codec.h"
 #include "tcpmsg/conn.h"
 #include "tcpmsg/error.h"
+#include "tcpmsg/proxy.h"
 #include "tcpmsg/version.h"
 
 #ifdef __cplusplus
@@ -183,6 +184,26 @@ struct tcpmsg_server_config {
     int handshake_timeout_ms;    /* TLS: a client that has not completed its handshake in
                                     this time is closed (-ETIMEDOUT, logged as refused)
                                     [10000] */
+    bool proxy_protocol;         /* behind a load balancer (HAProxy's send-proxy or
+                                    send-proxy-v2, nginx's proxy_protocol): every accepted
+                                    connection must begin with a PROXY header, v1 or v2
+                                    (tcpmsg/proxy.h), read before the TLS handshake and
+                                    on_open within frame_timeout_ms (or handshake_timeout_ms
+                                    when frames have no timeout); the client's address is
+                                    then tcpmsg_conn_peer's, and the tuple's in the log and
+                                    tcpmsg_conn_tuple; a LOCAL header (the balancer's health
+                                    check) keeps the balancer's. A malformed or missing
+                                    header: refused with TCPMSG_EPROXY (TCPMSG_EOF: closed
+                                    before any byte, as a TCP health check does; -ETIMEDOUT)
+                                    [off: a header would be the client's data] */
+    const char *const *proxy_from; /* with proxy_protocol: the balancers trusted, a
+                                    NULL-terminated list of "ADDR" or "ADDR/PREFIX"
+                                    ("127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8"; an
+                                    IPv4-mapped peer matches its IPv4 form); a connection
+                                    from any other peer is refused with -EACCES before
+                                    anything is read; a Unix-socket peer matches no entry
+                                    (the socket file's mode says who may connect). Parsed
+                                    at create (-EINVAL) [NULL: any peer may send one] */
     /* Optional: receives every event with the connection's 4-tuple ("" when there is
      * none). Called from any worker (thread or process); must not block for long. */
     void (*log)(void *user, enum tcpmsg_server_event ev, int code, const char *tuple);
@@ -449,6 +470,11 @@ struct tcpmsg_dial_opts {
                                    [plain TCP]; the dialler keeps a reference */
     const char *tls_name;       /* TLS: the name sent as SNI and checked in the server's
                                    certificate, copied [host] */
+    const struct tcpmsg_proxy_info *proxy; /* a PROXY v2 header (tcpmsg_proxy_format) sent
+                                   first on each connection, before TLS, so that a server
+                                   behind this one (a relay's upstream, with
+                                   proxy_protocol) learns the client's address; copied
+                                   [none] */
 };
 
 /*

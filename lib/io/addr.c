@@ -354,18 +354,26 @@ tcpmsg_addr_peer(int fd, struct tcpmsg_addr *out)
 int
 tcpmsg_addr_tuple(int fd, char *buf, size_t cap)
 {
+    return tcpmsg__addr_tuple(fd, NULL, buf, cap);
+}
+
+int
+tcpmsg__addr_tuple(int fd, const struct tcpmsg_addr *client, char *buf, size_t cap)
+{
     if (!buf || cap == 0)
         return -ENOBUFS;
     buf[0] = '\0';
     struct tcpmsg_addr local, peer;
     memset(&peer, 0, sizeof peer);
     int r = tcpmsg_addr_local(fd, &local);
-    if (r == 0)
+    if (r == 0 && client)
+        peer = *client;
+    else if (r == 0)
         r = tcpmsg_addr_peer(fd, &peer);
     if (r < 0)
         return r;
     char who[32] = "";
-    if (tcpmsg_addr_family(&peer) == TCPMSG_FAMILY_UNIX &&
+    if (!client && tcpmsg_addr_family(&peer) == TCPMSG_FAMILY_UNIX &&
         peer.len <= offsetof(struct sockaddr_un, sun_path)) {
         /* An unnamed client: its process says who it is. */
         struct ucred cr;

@@ -3,6 +3,7 @@
 #include "tcpmsg/wire.h"
 
 #include "io_internal.h"
+#include "tcpmsg/proxy.h"
 #include "../tls/tls_internal.h"
 
 #include <assert.h>
@@ -62,6 +63,7 @@ struct tcpmsg_conn {
     bool drained;            /* ... and one happened since the owner's last tcpmsg__conn_readable */
     struct tcpmsg__tls *tls; /* TLS between the buffers and the socket (NULL: plain) */
     bool tls_notified;       /* close_notify queued */
+    struct tcpmsg_proxy_info *proxy; /* the PROXY header recorded (NULL: none) */
 };
 
 /* ---- TLS: the engine between the buffers and the socket ----------------------------------- */
@@ -1324,6 +1326,61 @@ tcpmsg_conn_peer_cred(const struct tcpmsg_conn *c, struct tcpmsg_peer_cred *out)
 }
 
 int
+tcpmsg_conn_set_proxy(struct tcpmsg_conn *c, const struct tcpmsg_proxy_info *pi)
+{
+    if (!c)
+        return -EINVAL;
+    if (!pi) {
+        free(c->proxy);
+        c->proxy = NULL;
+        return 0;
+    }
+    if (!c->proxy && !(c->proxy = malloc(sizeof *c->proxy)))
+        return -ENOMEM;
+    *c->proxy = *pi;
+    return 0;
+}
+
+const struct tcpmsg_proxy_info *
+tcpmsg_conn_proxy(const struct tcpmsg_conn *c)
+{
+    return c ? c->proxy : NULL;
+}
+
+/* The client the header names, NULL when there is none (no header, or LOCAL). */
+static const struct tcpmsg_addr *
+proxied_client(const struct tcpmsg_conn *c)
+{
+    return c->proxy && !c->proxy->local ? &c->proxy->src : NULL;
+}
+
+int
+tcpmsg_conn_peer(const struct tcpmsg_conn *c, struct tcpmsg_addr *out)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!c || !out)
+        return -EINVAL;
+    const struct tcpmsg_addr *client = proxied_client(c);
+    if (client) {
+        *out = *client;
+        return 0;
+    }
+    return tcpmsg_addr_peer(c->fd, out);
+}
+
+int
+tcpmsg_conn_tuple(const struct tcpmsg_conn *c, char *buf, size_t cap)
+{
+    if (!c) {
+        if (buf && cap)
+            buf[0] = '\0';
+        return -EINVAL;
+    }
+    return tcpmsg__addr_tuple(c->fd, proxied_client(c), buf, cap);
+}
+
+int
 tcpmsg_conn_error(const struct tcpmsg_conn *c)
 {
     if (!c)
@@ -1378,6 +1435,7 @@ static void
 destroy(struct tcpmsg_conn *c)
 {
     tcpmsg__tls_free(c->tls);
+    free(c->proxy);
     free(c->rbuf);
     free(c->sbuf);
     free(c);

@@ -59,10 +59,23 @@ void tcpmsg__he_abort(struct tcpmsg__he *he);
 int tcpmsg__resolve_ordered(const char *host, const char *service, enum tcpmsg_family family,
                             struct tcpmsg_addr *out, int cap);
 
+/* tcpmsg_addr_tuple with `client` as the peer (NULL: the socket's own peer). */
+int tcpmsg__addr_tuple(int fd, const struct tcpmsg_addr *client, char *buf, size_t cap);
 /* Maps a getaddrinfo() error (with errno for EAI_SYSTEM) to the library's codes. */
 int tcpmsg__eai_error(int eai, int saved_errno);
 /* The text names a Unix-domain socket ("unix:/path", "unix:@name"). */
 bool tcpmsg__is_unix(const char *text);
+
+/* Reading a PROXY header from a socket a step at a time (an event loop's, or
+ * tcpmsg_proxy_recv's loop): never past the header. */
+#include "tcpmsg/proxy.h"
+struct tcpmsg__proxy_rd {
+    uint8_t buf[TCPMSG_PROXY_MAX];
+    size_t have; /* bytes of the header already taken from the socket */
+};
+/* Returns the header's length (> 0, *out filled), -EAGAIN (wait until fd is readable and
+ * call again), TCPMSG_EPROXY, TCPMSG_EOF (ended before any byte), or a negated errno. */
+int tcpmsg__proxy_step(int fd, struct tcpmsg__proxy_rd *rd, struct tcpmsg_proxy_info *out);
 
 /* The server layer's hook on a connection it serves. wake(arg), if set, runs when a send
  * queues output on a TCPMSG_FLUSH_MANUAL connection that had none (so an event loop learns

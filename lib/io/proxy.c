@@ -2,10 +2,13 @@
  * a bounded parser over the bytes already received. */
 #include "tcpmsg/proxy.h"
 
+#include "io_internal.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/socket.h>
 
 static const uint8_t v2_sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
                                    0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
@@ -199,14 +202,18 @@ parse_v2(const uint8_t *p, size_t len, struct tcpmsg_proxy_info *out)
         struct tcpmsg_addr *a[2] = {&out->src, &out->dst};
         for (int k = 0; k < 2; k++) {
             const uint8_t *path = b + (size_t)108 * (size_t)k;
-            size_t n = 0;
+            /* A path ends at its NUL; an abstract name (Linux) begins with one and ends at
+             * the next (the balancer copies sun_path, zero-padded); all zeros: unnamed. */
+            bool abstract = path[0] == 0 && path[1] != 0;
+            size_t n = abstract ? 1 : 0;
             while (n < 108 && path[n])
                 n++;
-            if (n == 108 && path[0])
+            if (n == 108 && !abstract && path[0])
                 return TCPMSG_EPROXY; /* no room left for its NUL */
             a[k]->u.un.sun_family = AF_UNIX;
             memcpy(a[k]->u.un.sun_path, path, n);
-            a[k]->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (n ? n + 1 : 0));
+            a[k]->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
+                                    (abstract ? n : n ? n + 1 : 0));
         }
     }
     /* TLVs: type, 16-bit length, value, to the end of the announced length exactly. */
@@ -256,4 +263,163 @@ tcpmsg_proxy_parse(const void *buf, size_t len, struct tcpmsg_proxy_info *out)
         return r;
     }
     return TCPMSG_EPROXY;
+}
+
+/* ---- reading a header from a socket, and nothing past it ------------------------------- */
+
+int
+tcpmsg__proxy_step(int fd, struct tcpmsg__proxy_rd *rd, struct tcpmsg_proxy_info *out)
+{
+    for (;;) {
+        /* Look at what has come without taking it: the client's bytes after the header
+         * must stay in the socket. Everything before a complete header is the header's
+         * (the parser says -EAGAIN only for the beginning of a valid one), so what was
+         * looked at is taken once the parser has seen it. */
+        ssize_t n = recv(fd, rd->buf + rd->have, sizeof rd->buf - rd->have,
+                         MSG_PEEK | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        if (n == 0)
+            return rd->have ? TCPMSG_EPROXY : TCPMSG_EOF;
+        int r = tcpmsg_proxy_parse(rd->buf, rd->have + (size_t)n, out);
+        if (r < 0 && r != -EAGAIN)
+            return r;
+        if (r == -EAGAIN && rd->have + (size_t)n == sizeof rd->buf)
+            return TCPMSG_EPROXY; /* cannot happen: a header is bounded by the buffer */
+        size_t take = r > 0 ? (size_t)r - rd->have : (size_t)n;
+        ssize_t got;
+        do
+            got = recv(fd, rd->buf + rd->have, take, MSG_DONTWAIT);
+        while (got < 0 && errno == EINTR);
+        if (got != (ssize_t)take)
+            return got < 0 ? -errno : -EIO; /* what was looked at is there to take */
+        rd->have += take;
+        if (r > 0)
+            return r;
+    }
+}
+
+int
+tcpmsg_proxy_recv(int fd, struct tcpmsg_proxy_info *out, int64_t deadline)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (fd < 0 || !out)
+        return -EINVAL;
+    struct tcpmsg__proxy_rd rd = {.have = 0};
+    for (;;) {
+        int r = tcpmsg__proxy_step(fd, &rd, out);
+        if (r != -EAGAIN)
+            return r;
+        int w = tcpmsg__wait_fd(fd, POLLIN, deadline);
+        if (w < 0)
+            return w;
+    }
+}
+
+/* ---- writing a v2 header ---------------------------------------------------------------- */
+
+/* Appends one TLV; false when it does not fit. */
+static bool
+put_tlv(uint8_t *b, size_t cap, size_t *pos, uint8_t type, const void *v, size_t n)
+{
+    if (n > 0xFFFF || cap - *pos < 3 + n)
+        return false;
+    b[*pos] = type;
+    b[*pos + 1] = (uint8_t)(n >> 8);
+    b[*pos + 2] = (uint8_t)n;
+    if (n)
+        memcpy(b + *pos + 3, v, n);
+    *pos += 3 + n;
+    return true;
+}
+
+int
+tcpmsg_proxy_format(void *buf, size_t cap, const struct tcpmsg_proxy_info *pi)
+{
+    if (!buf || !pi)
+        return -EINVAL;
+    uint8_t *b = buf;
+    if (cap > TCPMSG_PROXY_MAX)
+        cap = TCPMSG_PROXY_MAX;
+    if (cap < V2_HEAD)
+        return -ENOBUFS;
+    memcpy(b, v2_sig, sizeof v2_sig);
+    size_t pos = V2_HEAD;
+    uint8_t fam = 0;
+    if (!pi->local) {
+        struct tcpmsg_addr s = pi->src, d = pi->dst;
+        int fs = tcpmsg_addr_family(&s), fd = tcpmsg_addr_family(&d);
+        if (fs != fd) { /* a mapped address beside a plain IPv4 one: both as IPv4 */
+            tcpmsg_addr_unmap(&s);
+            tcpmsg_addr_unmap(&d);
+            fs = tcpmsg_addr_family(&s);
+            fd = tcpmsg_addr_family(&d);
+        }
+        if (fs != fd || fs == 0)
+            return -EAFNOSUPPORT;
+        size_t alen = fs == TCPMSG_FAMILY_V4 ? 12 : fs == TCPMSG_FAMILY_V6 ? 36 : 216;
+        if (cap - pos < alen)
+            return -ENOBUFS;
+        uint8_t *a = b + pos;
+        memset(a, 0, alen);
+        if (fs == TCPMSG_FAMILY_V4) {
+            fam = 1;
+            memcpy(a, &s.u.in4.sin_addr, 4);
+            memcpy(a + 4, &d.u.in4.sin_addr, 4);
+            memcpy(a + 8, &s.u.in4.sin_port, 2);
+            memcpy(a + 10, &d.u.in4.sin_port, 2);
+        } else if (fs == TCPMSG_FAMILY_V6) {
+            fam = 2;
+            memcpy(a, &s.u.in6.sin6_addr, 16);
+            memcpy(a + 16, &d.u.in6.sin6_addr, 16);
+            memcpy(a + 32, &s.u.in6.sin6_port, 2);
+            memcpy(a + 34, &d.u.in6.sin6_port, 2);
+        } else {
+            fam = 3;
+            const struct tcpmsg_addr *u[2] = {&s, &d};
+            for (int k = 0; k < 2; k++) {
+                size_t off = offsetof(struct sockaddr_un, sun_path);
+                size_t n = u[k]->len > off ? u[k]->len - off : 0;
+                if (n > 108)
+                    n = 108;
+                memcpy(a + (size_t)108 * (size_t)k, u[k]->u.un.sun_path, n);
+                if (n == 108 && u[k]->u.un.sun_path[0] && u[k]->u.un.sun_path[107])
+                    return -EAFNOSUPPORT; /* a path: no room for the NUL the parser wants */
+            }
+        }
+        pos += alen;
+    }
+    if (pi->alpn[0] && !put_tlv(b, cap, &pos, PP2_TYPE_ALPN, pi->alpn, strnlen(pi->alpn, sizeof pi->alpn - 1)))
+        return -ENOBUFS;
+    if (pi->authority[0] &&
+        !put_tlv(b, cap, &pos, PP2_TYPE_AUTHORITY, pi->authority,
+                 strnlen(pi->authority, sizeof pi->authority - 1)))
+        return -ENOBUFS;
+    if (pi->tls) {
+        uint8_t ssl[5 + 3 + sizeof pi->tls_version + 3 + sizeof pi->tls_cn];
+        size_t sp = 5;
+        ssl[0] = PP2_CLIENT_SSL;
+        uint32_t verify = pi->tls_verified ? 0 : 1;
+        ssl[1] = (uint8_t)(verify >> 24);
+        ssl[2] = (uint8_t)(verify >> 16);
+        ssl[3] = (uint8_t)(verify >> 8);
+        ssl[4] = (uint8_t)verify;
+        if (pi->tls_version[0])
+            put_tlv(ssl, sizeof ssl, &sp, PP2_SUBTYPE_SSL_VERSION, pi->tls_version,
+                    strnlen(pi->tls_version, sizeof pi->tls_version - 1));
+        if (pi->tls_cn[0])
+            put_tlv(ssl, sizeof ssl, &sp, PP2_SUBTYPE_SSL_CN, pi->tls_cn,
+                    strnlen(pi->tls_cn, sizeof pi->tls_cn - 1));
+        if (!put_tlv(b, cap, &pos, PP2_TYPE_SSL, ssl, sp))
+            return -ENOBUFS;
+    }
+    size_t body = pos - V2_HEAD;
+    b[12] = (uint8_t)(0x20 | (pi->local ? 0 : 1)); /* version 2, LOCAL or PROXY */
+    b[13] = (uint8_t)(fam << 4 | (fam ? 1 : 0));    /* family, STREAM (UNSPEC for LOCAL) */
+    b[14] = (uint8_t)(body >> 8);
+    b[15] = (uint8_t)body;
+    return (int)pos;
 }

@@ -87,7 +87,9 @@ struct econn {
     bool shut_done;      /* ... done: when the peer has ended too, c closes (TCPMSG_EOF) */
     bool hung_up;        /* epoll reports a hang-up while c is not read: out of the interest
                             set until it reads again (a hang-up is always reported) */
-    bool handshaking;    /* TLS handshake in progress: not opened yet (no on_open) */
+    bool handshaking;    /* its opening (the PROXY header, the TLS handshake) is in
+                            progress: not opened yet (no on_open) */
+    struct tcpmsg__proxy_rd *prd; /* ... the PROXY header being read (NULL: not, or done) */
     int64_t hs_deadline; /* ... and when it must have completed */
     int closing;         /* != 0: the reason; not reading, closes once output is written */
     int64_t closing_since;
@@ -273,6 +275,7 @@ destroy_conn(struct tcpmsg_worker *w, struct econn *e, bool reset)
     if (e->closing)
         tcpmsg__log_tuple(w->s, TCPMSG_EV_CLOSE, e->closing, e->fd, e->tuple);
     free(e->tuple);
+    free(e->prd);
     if (reset)
         tcpmsg_conn_reset(e->c);
     else
@@ -619,7 +622,7 @@ open_conn(struct tcpmsg_worker *w, struct econn *e)
     e->handshaking = false;
     if (s->cfg.log) {
         char tuple[TCPMSG_TUPLE_STRLEN];
-        if (tcpmsg_addr_tuple(e->fd, tuple, sizeof tuple) < 0)
+        if (tcpmsg_conn_tuple(e->c, tuple, sizeof tuple) < 0)
             tuple[0] = '\0';
         e->tuple = strdup(tuple); /* NULL: the close logs what the socket still says */
         tcpmsg__log_tuple(s, TCPMSG_EV_OPEN, 0, e->fd, tuple);
@@ -654,10 +657,59 @@ handshake_result(struct tcpmsg_worker *w, struct econn *e, int h)
     }
 }
 
-/* An event on a connection whose handshake is in progress. */
+/* The TLS handshake of a connection (p NULL: none), to complete by `deadline`, then
+ * on_open; or on_open now. */
+static void
+begin_opening(struct tcpmsg_worker *w, struct econn *e, const struct tcpmsg_tls_params *p,
+              int64_t deadline)
+{
+    if (!p) {
+        e->handshaking = false;
+        watch_deadline(w, e);
+        (void)open_conn(w, e);
+        return;
+    }
+    e->handshaking = true;
+    e->hs_deadline = deadline; /* later than the header's: the timer re-arms when it fires */
+    watch_deadline(w, e);
+    int h = tcpmsg_conn_start_tls(e->c, p, TCPMSG_NOWAIT);
+    if (h != -ETIMEDOUT)
+        handshake_result(w, e, h);
+    else if (set_interest(w, e) < 0)
+        refuse(w, e, -EIO);
+}
+
+/* The next step of an accepted connection's PROXY header: then its TLS handshake (or
+ * on_open), its refusal, or a wait for more. */
+static void
+proxy_step(struct tcpmsg_worker *w, struct econn *e)
+{
+    struct tcpmsg_server *s = w->s;
+    struct tcpmsg_proxy_info pi;
+    int r = tcpmsg__proxy_step(e->fd, e->prd, &pi);
+    if (r == -EAGAIN)
+        return; /* still read: epoll says when more comes */
+    free(e->prd);
+    e->prd = NULL;
+    if (r > 0)
+        r = tcpmsg_conn_set_proxy(e->c, &pi);
+    if (r < 0) {
+        refuse(w, e, r);
+        return;
+    }
+    e->last_rx = tcpmsg_now_ms();
+    struct tcpmsg_tls_params p = {.ctx = s->tls};
+    begin_opening(w, e, s->tls ? &p : NULL, e->last_rx + s->cfg.handshake_timeout_ms);
+}
+
+/* An event on a connection whose opening is in progress. */
 static void
 handshake(struct tcpmsg_worker *w, struct econn *e)
 {
+    if (e->prd) {
+        proxy_step(w, e);
+        return;
+    }
     int h = tcpmsg_conn_handshake(e->c, TCPMSG_NOWAIT);
     if (h != -ETIMEDOUT)
         handshake_result(w, e, h);
@@ -743,21 +795,25 @@ accept_some(struct tcpmsg_worker *w)
             atomic_fetch_sub(&s->n->active, 1);
             continue;
         }
-        if (s->tls) {
-            /* The handshake first: on_open comes once it has completed (handshake()). */
-            struct tcpmsg_tls_params p = {.ctx = s->tls};
+        if (s->cfg.proxy_protocol) {
+            /* The balancer's header first, then the handshake, then on_open. */
+            int t = tcpmsg__proxy_trusted(s, fd);
+            if (t == 0 && !(e->prd = malloc(sizeof *e->prd)))
+                t = -ENOMEM;
+            if (t < 0) {
+                refuse(w, e, t);
+                continue;
+            }
+            e->prd->have = 0;
             e->handshaking = true;
-            e->hs_deadline = e->last_rx + s->cfg.handshake_timeout_ms;
+            e->hs_deadline = e->last_rx + tcpmsg__proxy_ms(s);
             watch_deadline(w, e);
-            int h = tcpmsg_conn_start_tls(e->c, &p, TCPMSG_NOWAIT);
-            if (h != -ETIMEDOUT)
-                handshake_result(w, e, h);
-            else if (set_interest(w, e) < 0)
-                refuse(w, e, -EIO);
+            proxy_step(w, e); /* it may have come with the connection */
             continue;
         }
-        watch_deadline(w, e);
-        (void)open_conn(w, e);
+        /* The handshake first: on_open comes once it has completed (handshake()). */
+        struct tcpmsg_tls_params p = {.ctx = s->tls};
+        begin_opening(w, e, s->tls ? &p : NULL, e->last_rx + s->cfg.handshake_timeout_ms);
     }
 }
 
@@ -1160,6 +1216,8 @@ struct dial {
     char host[256], port[64], tls_name[256];
     struct tcpmsg_dial_opts o;
     struct tcpmsg_codec codec; /* o.codec's copy */
+    uint8_t *proxy_hdr;        /* o.proxy formatted (NULL: none) */
+    size_t proxy_len;
     struct tcpmsg_addr addrs[16];
     struct tcpmsg__he he;
     int watched[TCPMSG__HE_INFLIGHT]; /* the attempts' fds in epoll */
@@ -1199,6 +1257,7 @@ dial_unlink_free(struct dial *d)
     tcpmsg__timers_disarm(&w->timers, &d->timer.node);
     tcpmsg__he_abort(&d->he);
     tcpmsg_tls_ctx_destroy(d->o.tls); /* its reference */
+    free(d->proxy_hdr);
     for (struct dial **p = &w->dials; *p; p = &(*p)->next) {
         if (*p == d) {
             *p = d->next;
@@ -1279,22 +1338,18 @@ dial_won(struct dial *d, int fd)
     e->sv.dial_id = d->id;
     d->conn = e;
     d->opened_at = tcpmsg_now_ms();
-    if (d->o.tls) {
-        /* The handshake under the attempt's deadline; a failure refuses the connection, which
-         * dial_conn_ended reports as a failed attempt. */
-        struct tcpmsg_tls_params p = {.ctx = d->o.tls, .name = d->tls_name};
-        e->handshaking = true;
-        e->hs_deadline = d->deadline;
-        watch_deadline(w, e);
-        int h = tcpmsg_conn_start_tls(e->c, &p, TCPMSG_NOWAIT);
-        if (h != -ETIMEDOUT)
-            handshake_result(w, e, h);
-        else if (set_interest(w, e) < 0)
-            refuse(w, e, -EIO);
-        return;
+    if (d->proxy_hdr) {
+        /* The header goes first, before any TLS byte; a new socket's buffer takes 4 KiB. */
+        ssize_t n = send(fd, d->proxy_hdr, d->proxy_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n != (ssize_t)d->proxy_len) {
+            refuse(w, e, n < 0 ? -errno : -EIO);
+            return;
+        }
     }
-    watch_deadline(w, e);
-    (void)open_conn(w, e); /* a refusal by on_open ends it: dial_conn_ended says so */
+    /* The handshake under the attempt's deadline; a failure refuses the connection, which
+     * dial_conn_ended reports as a failed attempt, as is a refusal by on_open. */
+    struct tcpmsg_tls_params p = {.ctx = d->o.tls, .name = d->tls_name};
+    begin_opening(w, e, d->o.tls ? &p : NULL, d->deadline);
 }
 
 /* Runs the attempts as far as they go now; waits (epoll, the timer) for the rest. */
@@ -1410,12 +1465,22 @@ tcpmsg_worker_dial(struct tcpmsg_worker *w, const char *host, const char *port,
         return -EINVAL;
     if (w->stopping || tcpmsg__stopping(w->s))
         return -ESHUTDOWN;
+    uint8_t hdr[TCPMSG_PROXY_MAX];
+    int hlen = opts->proxy ? tcpmsg_proxy_format(hdr, sizeof hdr, opts->proxy) : 0;
+    if (hlen < 0)
+        return hlen;
     struct dial *d = calloc(1, sizeof *d);
-    if (!d)
+    if (!d || (hlen && !(d->proxy_hdr = malloc((size_t)hlen)))) {
+        free(d);
         return -ENOMEM;
+    }
+    if (hlen)
+        memcpy(d->proxy_hdr, hdr, (size_t)hlen);
+    d->proxy_len = (size_t)hlen;
     d->kind = KIND_DIAL;
     d->w = w;
     d->o = *opts;
+    d->o.proxy = NULL;
     if (opts->codec) {
         d->codec = *opts->codec;
         d->o.codec = &d->codec; /* the caller's may go */

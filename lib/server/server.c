@@ -2,6 +2,7 @@
  * by the ITERATIVE, FORK, THREAD and POOL models. */
 #include "server_internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -110,6 +111,119 @@ tcpmsg__log_tuple(const struct tcpmsg_server *s, enum tcpmsg_server_event ev, in
     if (!tuple && fd >= 0 && tcpmsg_addr_tuple(fd, buf, sizeof buf) < 0)
         buf[0] = '\0';
     s->cfg.log(s->cfg.log_user, ev, code, tuple ? tuple : buf);
+}
+
+void
+tcpmsg__log_conn(const struct tcpmsg_server *s, enum tcpmsg_server_event ev, int code,
+                 const struct tcpmsg_conn *c)
+{
+    if (!s->cfg.log)
+        return;
+    char buf[TCPMSG_TUPLE_STRLEN];
+    if (tcpmsg_conn_tuple(c, buf, sizeof buf) < 0)
+        buf[0] = '\0';
+    s->cfg.log(s->cfg.log_user, ev, code, buf);
+}
+
+/* ---- the PROXY protocol's trusted balancers ----------------------------------------------- */
+
+/* "ADDR" or "ADDR/PREFIX" into *n. */
+static int
+parse_net(const char *text, struct tcpmsg__net *n)
+{
+    char addr[INET6_ADDRSTRLEN + 8];
+    const char *slash = strchr(text, '/');
+    size_t len = slash ? (size_t)(slash - text) : strlen(text);
+    if (len == 0 || len >= sizeof addr)
+        return -EINVAL;
+    memcpy(addr, text, len);
+    addr[len] = '\0';
+    memset(n, 0, sizeof *n);
+    if (inet_pton(AF_INET, addr, n->a) == 1)
+        n->family = 4;
+    else if (inet_pton(AF_INET6, addr, n->a) == 1)
+        n->family = 6;
+    else
+        return -EINVAL;
+    int max = n->family == 4 ? 32 : 128;
+    n->prefix = max;
+    if (slash) {
+        const char *p = slash + 1;
+        int v = 0;
+        if (!*p || strlen(p) > 3)
+            return -EINVAL;
+        for (; *p; p++) {
+            if (*p < '0' || *p > '9')
+                return -EINVAL;
+            v = v * 10 + (*p - '0');
+        }
+        if (v > max)
+            return -EINVAL;
+        n->prefix = v;
+    }
+    return 0;
+}
+
+static int
+copy_proxy_from(struct tcpmsg_server *s, const char *const *list)
+{
+    if (!list)
+        return 0;
+    if (!s->cfg.proxy_protocol)
+        return -EINVAL; /* a list of balancers without their header means a mistake */
+    int n = 0;
+    while (list[n])
+        if (++n > 4096)
+            return -EINVAL;
+    if (n == 0)
+        return -EINVAL;
+    s->proxy_from = calloc((size_t)n, sizeof *s->proxy_from);
+    if (!s->proxy_from)
+        return -ENOMEM;
+    for (int i = 0; i < n; i++)
+        if (parse_net(list[i], &s->proxy_from[i]) < 0)
+            return -EINVAL;
+    s->nproxy_from = n;
+    return 0;
+}
+
+static bool
+in_net(const struct tcpmsg__net *n, int family, const uint8_t *a)
+{
+    if (n->family != family)
+        return false;
+    int full = n->prefix / 8, rest = n->prefix % 8;
+    if (memcmp(n->a, a, (size_t)full) != 0)
+        return false;
+    if (rest == 0)
+        return true;
+    uint8_t mask = (uint8_t)(0xFF << (8 - rest));
+    return (n->a[full] & mask) == (a[full] & mask);
+}
+
+int
+tcpmsg__proxy_trusted(const struct tcpmsg_server *s, int fd)
+{
+    if (!s->proxy_from)
+        return 0;
+    struct tcpmsg_addr peer;
+    if (tcpmsg_addr_peer(fd, &peer) < 0)
+        return -EACCES;
+    tcpmsg_addr_unmap(&peer);
+    int family = tcpmsg_addr_family(&peer);
+    const uint8_t *a = family == TCPMSG_FAMILY_V4   ? (const uint8_t *)&peer.u.in4.sin_addr
+                       : family == TCPMSG_FAMILY_V6 ? (const uint8_t *)&peer.u.in6.sin6_addr
+                                                    : NULL;
+    for (int i = 0; a && i < s->nproxy_from; i++)
+        if (in_net(&s->proxy_from[i], family, a))
+            return 0;
+    return -EACCES;
+}
+
+int
+tcpmsg__proxy_ms(const struct tcpmsg_server *s)
+{
+    return s->cfg.frame_timeout_ms > 0 ? s->cfg.frame_timeout_ms : s->cfg.handshake_timeout_ms;
 }
 
 void
@@ -509,8 +623,29 @@ message_loop(struct tcpmsg_server *s, struct tcpmsg_conn *c, struct tcpmsg__serv
     }
 }
 
-/* The TLS handshake of a new connection, under handshake_timeout_ms, watching for the stop
- * (a client that never says hello must not hold a stopping server). Returns 0, or why it
+/* Between two steps of a connection's opening (its PROXY header, its TLS handshake): waits
+ * until its socket is ready, the deadline passes or the server stops (a client that never
+ * says anything must not hold a stopping server). Returns 0 (step again), -ETIMEDOUT,
+ * -ESHUTDOWN, or poll's error. */
+static int
+wait_opening(struct tcpmsg_server *s, struct tcpmsg_conn *c, int64_t dl)
+{
+    if (tcpmsg__stopping(s))
+        return -ESHUTDOWN;
+    if (tcpmsg_deadline_left(dl) == 0)
+        return -ETIMEDOUT;
+    short out = tcpmsg_conn_output(c, NULL) ? POLLOUT : 0;
+    struct pollfd pf[3] = {{.fd = tcpmsg_conn_fd(c), .events = (short)(POLLIN | out)},
+                           {.fd = s->wakefd, .events = POLLIN},
+                           {.fd = s->in_child ? tcpmsg__child.wakefd : -1, .events = POLLIN}};
+    if (poll(pf, 3, tcpmsg_deadline_left(dl)) < 0 && errno != EINTR)
+        return -errno;
+    if (pf[1].revents)
+        tcpmsg__notice_stop(s);
+    return 0;
+}
+
+/* The TLS handshake of a new connection, under handshake_timeout_ms. Returns 0, or why it
  * failed. */
 static int
 handshake_or_stop(struct tcpmsg_server *s, struct tcpmsg_conn *c)
@@ -519,21 +654,38 @@ handshake_or_stop(struct tcpmsg_server *s, struct tcpmsg_conn *c)
     int64_t dl = tcpmsg_deadline_in(s->cfg.handshake_timeout_ms);
     int r = tcpmsg_conn_start_tls(c, &p, TCPMSG_NOWAIT);
     while (r == -ETIMEDOUT) {
-        if (tcpmsg__stopping(s))
-            return -ESHUTDOWN;
-        if (tcpmsg_deadline_left(dl) == 0)
-            return -ETIMEDOUT;
-        short out = tcpmsg_conn_output(c, NULL) ? POLLOUT : 0;
-        struct pollfd pf[3] = {{.fd = tcpmsg_conn_fd(c), .events = (short)(POLLIN | out)},
-                               {.fd = s->wakefd, .events = POLLIN},
-                               {.fd = s->in_child ? tcpmsg__child.wakefd : -1, .events = POLLIN}};
-        if (poll(pf, 3, tcpmsg_deadline_left(dl)) < 0 && errno != EINTR)
-            return -errno;
-        if (pf[1].revents)
-            tcpmsg__notice_stop(s);
+        int w = wait_opening(s, c, dl);
+        if (w < 0)
+            return w;
         r = tcpmsg_conn_handshake(c, TCPMSG_NOWAIT);
     }
     return r;
+}
+
+/* proxy_protocol: the header of a new connection from a trusted balancer, read before
+ * anything else and recorded on c. Returns 0, or why the connection is refused. */
+static int
+proxy_or_stop(struct tcpmsg_server *s, struct tcpmsg_conn *c)
+{
+    int fd = tcpmsg_conn_fd(c);
+    int r = tcpmsg__proxy_trusted(s, fd);
+    if (r < 0)
+        return r;
+    struct tcpmsg__proxy_rd *rd = malloc(sizeof *rd); /* 4 KiB: not on a worker's stack */
+    if (!rd)
+        return -ENOMEM;
+    rd->have = 0;
+    struct tcpmsg_proxy_info pi;
+    int64_t dl = tcpmsg_deadline_in(tcpmsg__proxy_ms(s));
+    while ((r = tcpmsg__proxy_step(fd, rd, &pi)) == -EAGAIN) {
+        int w = wait_opening(s, c, dl);
+        if (w < 0) {
+            r = w;
+            break;
+        }
+    }
+    free(rd);
+    return r < 0 ? r : tcpmsg_conn_set_proxy(c, &pi);
 }
 
 /* Records (fd) or forgets (-1) the connection a worker serves, for the stop's shutdown of
@@ -567,7 +719,9 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
     struct tcpmsg__served sv = {.c = c, .heap = s->h.dialog ? NULL : &heap};
     tcpmsg__conn_hook(c, NULL, &sv);
     mark_served(s, slot, fd);
-    int hs = s->tls ? handshake_or_stop(s, c) : 0;
+    int hs = s->cfg.proxy_protocol ? proxy_or_stop(s, c) : 0;
+    if (hs == 0 && s->tls)
+        hs = handshake_or_stop(s, c);
     if (hs < 0) { /* not opened: no on_open, no on_close; refused, with the reason */
         atomic_fetch_add(&s->n->refused, 1);
         tcpmsg__release_held(s);
@@ -576,13 +730,13 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
         tcpmsg_conn_close(c, TCPMSG_NOWAIT);
         return;
     }
-    tcpmsg__log(s, TCPMSG_EV_OPEN, 0, fd);
+    tcpmsg__log_conn(s, TCPMSG_EV_OPEN, 0, c);
     int reason = 0;
     bool served = true;
     if (s->h.on_open && (reason = s->h.on_open(c, s->h.user)) < 0) {
         tcpmsg__timers_cancel(&sv);
         atomic_fetch_add(&s->n->refused, 1);
-        tcpmsg__log(s, TCPMSG_EV_REFUSED, reason, fd);
+        tcpmsg__log_conn(s, TCPMSG_EV_REFUSED, reason, c);
         served = false;
     } else {
         reason = s->h.dialog ? s->h.dialog(c, s->h.user) : message_loop(s, c, &sv);
@@ -603,7 +757,7 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
      * it push data at full speed into the close's drain). */
     tcpmsg__release_held(s); /* before the peer can see the end and connect again */
     if (served) /* after the slot is back: once "closed" is logged, it can be taken again */
-        tcpmsg__log(s, TCPMSG_EV_CLOSE, reason, fd);
+        tcpmsg__log_conn(s, TCPMSG_EV_CLOSE, reason, c);
     if (sv.drop) {
         tcpmsg_conn_reset(c);
     } else if (reason == -ESHUTDOWN || tcpmsg__stopping(s)) {
@@ -709,7 +863,9 @@ copy_config(struct tcpmsg_server *s, const struct tcpmsg_server_config *cfg)
             c->output_high < TCPMSG__DEFAULT_LOW ? c->output_high / 4 : TCPMSG__DEFAULT_LOW;
     if (c->output_low > c->output_high)
         return -EINVAL;
-    return 0;
+    int r = copy_proxy_from(s, cfg->proxy_from);
+    s->cfg.proxy_from = NULL; /* parsed; the copy keeps no caller pointer */
+    return r;
 }
 
 int
@@ -956,6 +1112,7 @@ tcpmsg_server_destroy(struct tcpmsg_server *s)
         munmap(s->n, sizeof *s->n);
     tcpmsg_tls_ctx_destroy(s->tls);
     free(s->slots);
+    free(s->proxy_from);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     pthread_rwlock_destroy(&s->ev_lock);

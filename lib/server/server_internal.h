@@ -85,6 +85,9 @@ struct tcpmsg_server {
                                before it closes the connection or the watcher when it reaps
                                a worker that died holding one. NULL: threads */
 
+    struct tcpmsg__net *proxy_from; /* proxy_protocol's trusted balancers (NULL: any) */
+    int nproxy_from;
+
     bool signals;
     struct sigaction old_int, old_term;
 
@@ -103,6 +106,13 @@ struct tcpmsg_server {
     pthread_cond_t cv;
     struct tcpmsg__slot *slots;
     int nslots;
+};
+
+/* An address prefix of proxy_from: family 4 or 6, the address's bytes, its length. */
+struct tcpmsg__net {
+    int family;
+    uint8_t a[16];
+    int prefix;
 };
 
 /* Defaults applied to the copy of the configuration. */
@@ -141,6 +151,13 @@ void tcpmsg__log(const struct tcpmsg_server *s, enum tcpmsg_server_event ev, int
  * reset, the socket has no peer any more), or the fd's when tuple is NULL. */
 void tcpmsg__log_tuple(const struct tcpmsg_server *s, enum tcpmsg_server_event ev, int code, int fd,
                        const char *tuple);
+/* proxy_protocol: 0 when fd's peer may send a header (proxy_from), else -EACCES. */
+int tcpmsg__proxy_trusted(const struct tcpmsg_server *s, int fd);
+/* Reports an event with c's 4-tuple (the client's address when a PROXY header gave it). */
+void tcpmsg__log_conn(const struct tcpmsg_server *s, enum tcpmsg_server_event ev, int code,
+                      const struct tcpmsg_conn *c);
+/* The time a PROXY header has to arrive in: frame_timeout_ms, or handshake_timeout_ms. */
+int tcpmsg__proxy_ms(const struct tcpmsg_server *s);
 /* Adds a finished connection's counters and outcome. */
 void tcpmsg__account(struct tcpmsg_server *s, const struct tcpmsg_conn *c, int reason);
 /* Takes one of the max_conns connection slots for fd (true), or refuses fd: closed at once,

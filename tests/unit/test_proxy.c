@@ -5,12 +5,16 @@
  * that overflow, a header over the bound). */
 #include "testutil.h"
 
+#include "tcpmsg/deadline.h"
 #include "tcpmsg/proxy.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static const uint8_t SIG[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
 
@@ -276,6 +280,187 @@ START_TEST(v2_malformed)
 }
 END_TEST
 
+/* ---- writing: tcpmsg_proxy_format, read back by the parser --------------------------- */
+
+static struct tcpmsg_proxy_info
+info(const char *src, const char *dst)
+{
+    struct tcpmsg_proxy_info pi;
+    memset(&pi, 0, sizeof pi);
+    ck_assert_int_eq(tcpmsg_addr_parse(src, &pi.src), 0);
+    ck_assert_int_eq(tcpmsg_addr_parse(dst, &pi.dst), 0);
+    return pi;
+}
+
+START_TEST(format_reads_back)
+{
+    static const char *pairs[][2] = {
+        {"192.0.2.1:56324", "198.51.100.2:443"},
+        {"[2001:db8::1]:1", "[2001:db8::2]:65535"},
+        {"unix:/run/client.sock", "unix:@balancer"},
+        {"[::ffff:192.0.2.9]:80", "198.51.100.2:7000"}, /* mapped beside IPv4: both IPv4 */
+    };
+    static const char *want[][2] = {
+        {"192.0.2.1:56324", "198.51.100.2:443"},
+        {"[2001:db8::1]:1", "[2001:db8::2]:65535"},
+        {"unix:/run/client.sock", "unix:@balancer"},
+        {"192.0.2.9:80", "198.51.100.2:7000"},
+    };
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        struct tcpmsg_proxy_info pi = info(pairs[i][0], pairs[i][1]), back;
+        uint8_t buf[TCPMSG_PROXY_MAX];
+        int n = tcpmsg_proxy_format(buf, sizeof buf, &pi);
+        ck_assert_int_gt(n, 16);
+        assert_cut_everywhere(buf, (size_t)n);
+        ck_assert_int_eq(tcpmsg_proxy_parse(buf, (size_t)n, &back), n);
+        ck_assert_int_eq(back.version, 2);
+        ck_assert(!back.local);
+        ck_assert_str_eq(text(&back.src), want[i][0]);
+        ck_assert_str_eq(text(&back.dst), want[i][1]);
+        ck_assert_int_eq(tcpmsg_proxy_format(buf, (size_t)n - 1, &pi), -ENOBUFS);
+    }
+    /* LOCAL, and every TLV the parser knows. */
+    struct tcpmsg_proxy_info pi, back;
+    memset(&pi, 0, sizeof pi);
+    pi.local = true;
+    snprintf(pi.alpn, sizeof pi.alpn, "h2");
+    snprintf(pi.authority, sizeof pi.authority, "example.org");
+    pi.tls = pi.tls_verified = true;
+    snprintf(pi.tls_version, sizeof pi.tls_version, "TLSv1.3");
+    snprintf(pi.tls_cn, sizeof pi.tls_cn, "client one");
+    uint8_t buf[TCPMSG_PROXY_MAX];
+    int n = tcpmsg_proxy_format(buf, sizeof buf, &pi);
+    ck_assert_int_gt(n, 16);
+    assert_cut_everywhere(buf, (size_t)n);
+    ck_assert_int_eq(tcpmsg_proxy_parse(buf, (size_t)n, &back), n);
+    ck_assert(back.local);
+    ck_assert_str_eq(back.alpn, "h2");
+    ck_assert_str_eq(back.authority, "example.org");
+    ck_assert(back.tls && back.tls_verified);
+    ck_assert_str_eq(back.tls_version, "TLSv1.3");
+    ck_assert_str_eq(back.tls_cn, "client one");
+    /* A client certificate the balancer did not verify: said so. */
+    pi.tls_verified = false;
+    n = tcpmsg_proxy_format(buf, sizeof buf, &pi);
+    ck_assert_int_eq(tcpmsg_proxy_parse(buf, (size_t)n, &back), n);
+    ck_assert(back.tls && !back.tls_verified);
+}
+END_TEST
+
+START_TEST(format_refuses)
+{
+    uint8_t buf[TCPMSG_PROXY_MAX];
+    struct tcpmsg_proxy_info pi = info("192.0.2.1:1", "[2001:db8::2]:2");
+    ck_assert_int_eq(tcpmsg_proxy_format(buf, sizeof buf, &pi), -EAFNOSUPPORT);
+    pi = info("192.0.2.1:1", "unix:/x");
+    ck_assert_int_eq(tcpmsg_proxy_format(buf, sizeof buf, &pi), -EAFNOSUPPORT);
+    memset(&pi, 0, sizeof pi); /* no address, not LOCAL */
+    ck_assert_int_eq(tcpmsg_proxy_format(buf, sizeof buf, &pi), -EAFNOSUPPORT);
+    ck_assert_int_eq(tcpmsg_proxy_format(NULL, 10, &pi), -EINVAL);
+    ck_assert_int_eq(tcpmsg_proxy_format(buf, sizeof buf, NULL), -EINVAL);
+    pi.local = true;
+    ck_assert_int_eq(tcpmsg_proxy_format(buf, 15, &pi), -ENOBUFS);
+    ck_assert_int_eq(tcpmsg_proxy_format(buf, 16, &pi), 16);
+}
+END_TEST
+
+/* ---- reading from a socket: tcpmsg_proxy_recv takes the header and nothing more ------- */
+
+struct dribble {
+    int fd;
+    const uint8_t *p;
+    size_t n;
+};
+
+/* Writes one byte at a time: the reader meets the header in every possible piece. */
+static void *
+dribble_main(void *arg)
+{
+    struct dribble *d = arg;
+    for (size_t i = 0; i < d->n; i++)
+        if (send(d->fd, d->p + i, 1, MSG_NOSIGNAL) != 1)
+            return (void *)1;
+    return NULL;
+}
+
+START_TEST(recv_takes_the_header_only)
+{
+    const char *v1 = "PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\nclient bytes";
+    uint8_t v2buf[TCPMSG_PROXY_MAX];
+    struct tcpmsg_proxy_info pi = info("[2001:db8::1]:1", "[2001:db8::2]:2");
+    snprintf(pi.authority, sizeof pi.authority, "svc.example");
+    int hn = tcpmsg_proxy_format(v2buf, sizeof v2buf - 12, &pi);
+    ck_assert_int_gt(hn, 0);
+    memcpy(v2buf + hn, "client bytes", 12);
+    const uint8_t *streams[2] = {(const uint8_t *)v1, v2buf};
+    size_t lens[2] = {strlen(v1), (size_t)hn + 12};
+    for (int k = 0; k < 2; k++) {
+        for (int piecewise = 0; piecewise < 2; piecewise++) {
+            int sv[2];
+            ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+            pthread_t t;
+            struct dribble d = {sv[0], streams[k], lens[k]};
+            if (piecewise)
+                ck_assert_int_eq(pthread_create(&t, NULL, dribble_main, &d), 0);
+            else
+                ck_assert_int_eq(send(sv[0], streams[k], lens[k], 0), (ssize_t)lens[k]);
+            struct tcpmsg_proxy_info got;
+            int n = tcpmsg_proxy_recv(sv[1], &got, tcpmsg_deadline_in(60000));
+            ck_assert_int_eq(n, (int)lens[k] - 12);
+            ck_assert_str_eq(text(&got.src), k ? "[2001:db8::1]:1" : "192.0.2.1:56324");
+            if (k)
+                ck_assert_str_eq(got.authority, "svc.example");
+            char rest[32];
+            ck_assert_int_eq(recv(sv[1], rest, 12, MSG_WAITALL), 12);
+            ck_assert_int_eq(memcmp(rest, "client bytes", 12), 0);
+            if (piecewise) {
+                void *res;
+                pthread_join(t, &res);
+                ck_assert_ptr_null(res);
+            }
+            close(sv[0]);
+            close(sv[1]);
+        }
+    }
+}
+END_TEST
+
+START_TEST(recv_refuses)
+{
+    struct tcpmsg_proxy_info got;
+    static const char *bad[] = {"GET / HTTP/1.0\r\n", "PROXY TCP4 1.2.3.4\r\n",
+                                "PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int sv[2];
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        ck_assert_int_eq(send(sv[0], bad[i], strlen(bad[i]), 0), (ssize_t)strlen(bad[i]));
+        ck_assert_int_eq(tcpmsg_proxy_recv(sv[1], &got, tcpmsg_deadline_in(60000)), TCPMSG_EPROXY);
+        close(sv[0]);
+        close(sv[1]);
+    }
+    /* The end before any byte; the end within a header; nothing more within the deadline. */
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    shutdown(sv[0], SHUT_WR);
+    ck_assert_int_eq(tcpmsg_proxy_recv(sv[1], &got, tcpmsg_deadline_in(60000)), TCPMSG_EOF);
+    close(sv[0]);
+    close(sv[1]);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    ck_assert_int_eq(send(sv[0], "PROXY TCP4 ", 11, 0), 11);
+    shutdown(sv[0], SHUT_WR);
+    ck_assert_int_eq(tcpmsg_proxy_recv(sv[1], &got, tcpmsg_deadline_in(60000)), TCPMSG_EPROXY);
+    close(sv[0]);
+    close(sv[1]);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    ck_assert_int_eq(send(sv[0], "PROXY", 5, 0), 5);
+    ck_assert_int_eq(tcpmsg_proxy_recv(sv[1], &got, tcpmsg_deadline_in(0)), -ETIMEDOUT);
+    close(sv[0]);
+    close(sv[1]);
+    ck_assert_int_eq(tcpmsg_proxy_recv(-1, &got, 0), -EINVAL);
+    ck_assert_int_eq(tcpmsg_proxy_recv(0, NULL, 0), -EINVAL);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -286,6 +471,10 @@ main(void)
     tcase_add_test(t, v2_addresses_and_local);
     tcase_add_test(t, v2_tlvs);
     tcase_add_test(t, v2_malformed);
+    tcase_add_test(t, format_reads_back);
+    tcase_add_test(t, format_refuses);
+    tcase_add_test(t, recv_takes_the_header_only);
+    tcase_add_test(t, recv_refuses);
     suite_add_tcase(s, t);
     return tu_run(s);
 }
