@@ -271,6 +271,8 @@ struct tcpmsg_peer_cred {
  */
 TCPMSG_API int tcpmsg_conn_peer_cred(const struct tcpmsg_conn *c, struct tcpmsg_peer_cred *out);
 
+struct tcpmsg_proxy_info; /* tcpmsg/proxy.h */
+struct tcpmsg_addr;       /* tcpmsg/addr.h */
 /*
  * Behind a load balancer that speaks the PROXY protocol (tcpmsg/proxy.h), the socket's peer
  * is the balancer; the client is the address its header gave. A server with
@@ -290,8 +292,6 @@ TCPMSG_API int tcpmsg_conn_peer_cred(const struct tcpmsg_conn *c, struct tcpmsg_
  * length, or the errors of tcpmsg_addr_tuple (TCPMSG_TUPLE_STRLEN bytes are enough).
  * All four never block; from the thread that owns c.
  */
-struct tcpmsg_proxy_info;
-struct tcpmsg_addr;
 TCPMSG_API int tcpmsg_conn_set_proxy(struct tcpmsg_conn *c, const struct tcpmsg_proxy_info *pi);
 TCPMSG_API const struct tcpmsg_proxy_info *tcpmsg_conn_proxy(const struct tcpmsg_conn *c);
 TCPMSG_API int tcpmsg_conn_peer(const struct tcpmsg_conn *c, struct tcpmsg_addr *out);

@@ -201,7 +201,7 @@ struct tcpmsg_server_config {
                                     ("127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8"; an
                                     IPv4-mapped peer matches its IPv4 form); a connection
                                     from any other peer is refused with -EACCES before
-                                    anything is read; a Unix-socket peer matches no entry
+                                    anything is read (-ECONNRESET: reset before that); a Unix-socket peer matches no entry
                                     (the socket file's mode says who may connect). Parsed
                                     at create (-EINVAL) [NULL: any peer may send one] */
     /* Optional: receives every event with the connection's 4-tuple ("" when there is

@@ -207,8 +207,9 @@ tcpmsg__proxy_trusted(const struct tcpmsg_server *s, int fd)
     if (!s->proxy_from)
         return 0;
     struct tcpmsg_addr peer;
-    if (tcpmsg_addr_peer(fd, &peer) < 0)
-        return -EACCES;
+    int r = tcpmsg_addr_peer(fd, &peer);
+    if (r < 0)
+        return r == -ENOTCONN ? -ECONNRESET : r; /* reset before it was accepted */
     tcpmsg_addr_unmap(&peer);
     int family = tcpmsg_addr_family(&peer);
     const uint8_t *a = family == TCPMSG_FAMILY_V4   ? (const uint8_t *)&peer.u.in4.sin_addr

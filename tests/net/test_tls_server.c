@@ -33,6 +33,7 @@ struct shared {
     atomic_int open_done;              /* on_open saw a completed handshake */
     atomic_int open_version;
     char subject[256];                 /* the client certificate's subject, seen by on_open */
+    char peer[TCPMSG_ADDR_STRLEN];     /* tcpmsg_conn_peer in on_open */
 };
 static struct shared *sh;
 
@@ -76,6 +77,9 @@ on_open(struct tcpmsg_conn *c, void *user)
     atomic_store(&sh->open_version, i.version);
     if (i.peer_subject[0])
         snprintf(sh->subject, sizeof sh->subject, "%s", i.peer_subject);
+    struct tcpmsg_addr a;
+    if (tcpmsg_conn_peer(c, &a) != 0 || tcpmsg_addr_format(&a, sh->peer, sizeof sh->peer) < 0)
+        snprintf(sh->peer, sizeof sh->peer, "?");
     atomic_fetch_add(&sh->opened, 1);
     return 0;
 }
@@ -209,6 +213,49 @@ START_TEST(echo_over_tls)
     finish(s);
     ck_assert_int_eq(atomic_load(&sh->opened), 1);
     ck_assert_int_eq(atomic_load(&sh->closed), 1);
+    tcpmsg_tls_ctx_destroy(cctx);
+}
+END_TEST
+
+START_TEST(a_proxy_header_comes_before_the_handshake)
+{
+    /* HAProxy's send-proxy-v2 in front of a TLS backend: the header, then the client's own
+     * TLS bytes, which the server's handshake must find untouched. */
+    const struct nt_model *m = &models[_i];
+    struct tcpmsg_tls_config tls = {0};
+    struct tcpmsg_server_config cfg = {.proxy_protocol = true};
+    struct tcpmsg_server *s = start(m, &cfg, &tls);
+    struct tcpmsg_tls_ctx *cctx = client_ctx(false);
+    int fd = tcpmsg_sock_connect("127.0.0.1", nt_service(tcpmsg_server_port(s)), NULL, LONG_WAIT);
+    ck_assert_int_ge(fd, 0);
+    struct tcpmsg_proxy_info pi;
+    memset(&pi, 0, sizeof pi);
+    ck_assert_int_eq(tcpmsg_addr_parse("198.51.100.77:4433", &pi.src), 0);
+    ck_assert_int_eq(tcpmsg_addr_parse("192.0.2.1:443", &pi.dst), 0);
+    uint8_t hdr[TCPMSG_PROXY_MAX];
+    int n = tcpmsg_proxy_format(hdr, sizeof hdr, &pi);
+    ck_assert_int_gt(n, 0);
+    ck_assert(nt_send_all(fd, hdr, (size_t)n));
+    struct tcpmsg_conn *c;
+    ck_assert_int_eq(tcpmsg_conn_open(&c, fd, &length4, NULL), 0);
+    struct tcpmsg_tls_params p = {.ctx = cctx, .name = "localhost"};
+    int r = tcpmsg_conn_start_tls(c, &p, LONG_WAIT);
+    ck_assert_msg(r == 0, "%s: handshake after the header: %s", m->name, tcpmsg_errname(r));
+    exchange(c, "behind a balancer", 17);
+    ck_assert_str_eq(sh->peer, "198.51.100.77:4433");
+    ck_assert_int_eq(atomic_load(&sh->open_done), 1);
+    ck_assert_int_eq(tcpmsg_conn_close(c, LONG_WAIT), 0);
+    /* Without the header, the first TLS byte is not one: refused, never handshaken. */
+    int before = atomic_load(&sh->refused_logged);
+    struct tcpmsg_tls_params p2 = {.ctx = cctx};
+    r = tcpmsg_conn_connect_tls(&c, "127.0.0.1", nt_service(tcpmsg_server_port(s)), &length4,
+                                NULL, &p2, LONG_WAIT);
+    ck_assert_int_ne(r, 0);
+    int want = before + 1;
+    ck_assert(nt_eventually(refusals_at_least, &want));
+    ck_assert_int_eq(atomic_load(&sh->last_refusal), TCPMSG_EPROXY);
+    finish(s);
+    ck_assert_int_eq(atomic_load(&sh->opened), 1);
     tcpmsg_tls_ctx_destroy(cctx);
 }
 END_TEST
@@ -484,6 +531,7 @@ main(void)
     tcase_set_timeout(t, 120);
     tcase_add_loop_test(t, echo_over_tls, 0, nmodels);
     tcase_add_loop_test(t, mutual_tls_identity_in_on_open, 0, nmodels);
+    tcase_add_loop_test(t, a_proxy_header_comes_before_the_handshake, 0, nmodels);
     tcase_add_loop_test(t, silent_and_plaintext_clients_are_refused, 0, nmodels);
     tcase_add_loop_test(t, stop_over_tls_answers_and_ends_with_close_notify, 0, nmodels);
     tcase_add_loop_test(t, idle_timeout_over_tls, 0, nmodels);
