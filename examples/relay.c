@@ -30,6 +30,10 @@ usage(void)
            "  -s, --max-frame BYTES     largest frame either way [16777216]\n"
            "  -c, --max-conns N         clients served at once, more are refused [1024]\n"
            "  -w, --workers N           event threads [CPUs]\n"
+           "      --proxy-protocol      clients come through a load balancer that sends a\n"
+           "                            PROXY protocol header (v1 or v2) first\n"
+           "      --send-proxy          send the upstream a PROXY v2 header with each\n"
+           "                            client's address, so that it knows the client\n"
            "  -h, --help                this help\n"
            "  -V, --version             the version\n",
            tool_name());
@@ -39,6 +43,7 @@ usage(void)
 static const char *up_host, *up_port;
 static struct tcpmsg_codec up_codec;
 static size_t high_water; /* the server's output_high: a side queued past it pauses the other */
+static bool send_proxy; /* --send-proxy */
 
 /* A client, its upstream and the dialler between them: all in one worker's thread. */
 struct pair {
@@ -104,6 +109,22 @@ on_open(struct tcpmsg_conn *c, void *user)
     p->refs = 2;
     tcpmsg_conn_set_user(c, p);
     struct tcpmsg_dial_opts o = {.codec = &up_codec, .on_down = upstream_down, .arg = p};
+    struct tcpmsg_proxy_info pi;
+    if (send_proxy) {
+        /* Who the client is (behind a balancer: whom it said), and where it connected. */
+        memset(&pi, 0, sizeof pi);
+        int fd = tcpmsg_conn_fd(c);
+        const struct tcpmsg_proxy_info *in = tcpmsg_conn_proxy(c);
+        if (in && !in->local)
+            pi.dst = in->dst;
+        else if (tcpmsg_addr_local(fd, &pi.dst) < 0)
+            pi.local = true;
+        if (tcpmsg_conn_peer(c, &pi.src) < 0)
+            pi.local = true;
+        if (tcpmsg_addr_family(&pi.src) == TCPMSG_FAMILY_UNIX)
+            pi.local = true; /* an unnamed local client: nothing to tell */
+        o.proxy = &pi;
+    }
     int r = tcpmsg_worker_dial(tcpmsg_conn_worker(c), up_host, up_port, &o, &p->dial);
     if (r < 0) {
         free(p);
@@ -198,6 +219,8 @@ main(int argc, char **argv)
                                              {"max-frame", required_argument, NULL, 's'},
                                              {"max-conns", required_argument, NULL, 'c'},
                                              {"workers", required_argument, NULL, 'w'},
+                                             {"proxy-protocol", no_argument, NULL, 'P'},
+                                             {"send-proxy", no_argument, NULL, 'S'},
                                              {"help", no_argument, NULL, 'h'},
                                              {"version", no_argument, NULL, 'V'},
                                              {NULL, 0, NULL, 0}};
@@ -225,6 +248,12 @@ main(int argc, char **argv)
             break;
         case 'w':
             cfg.workers = (int)tool_uint("--workers", optarg, 1, 1024);
+            break;
+        case 'P':
+            cfg.proxy_protocol = true;
+            break;
+        case 'S':
+            send_proxy = true;
             break;
         case 'h':
             usage();

@@ -85,8 +85,8 @@ TCPMSG_API int tcpmsg_proxy_recv(int fd, struct tcpmsg_proxy_info *out, int64_t 
 /*
  * tcpmsg_proxy_format - writes a PROXY v2 header saying what *pi says (for a relay or a
  * balancer of one's own: the next server learns who the client is): the PROXY command with
- * pi->src and pi->dst (both IPv4, both IPv6, or both Unix; an IPv4-mapped IPv6 address is
- * written as IPv4 when the other is IPv4 too), or LOCAL when pi->local; then the ALPN,
+ * pi->src and pi->dst (both IPv4, both IPv6, or both Unix; IPv4-mapped IPv6 addresses, a
+ * dual-stack socket's, are written as IPv4 unless the other one is a real IPv6 address), or LOCAL when pi->local; then the ALPN,
  * authority and SSL TLVs of the fields that are set. pi->version is ignored. Returns the
  * header's length, -ENOBUFS (cap too small: 16 + 216 + the TLVs is always enough within
  * TCPMSG_PROXY_MAX), -EAFNOSUPPORT (src and dst of different or unknown families),

@@ -350,13 +350,16 @@ tcpmsg_proxy_format(void *buf, size_t cap, const struct tcpmsg_proxy_info *pi)
     size_t pos = V2_HEAD;
     uint8_t fam = 0;
     if (!pi->local) {
+        /* IPv4-mapped addresses (a dual-stack socket's) are written as the IPv4 they are,
+         * unless the other address is a real IPv6 one. */
         struct tcpmsg_addr s = pi->src, d = pi->dst;
+        tcpmsg_addr_unmap(&s);
+        tcpmsg_addr_unmap(&d);
         int fs = tcpmsg_addr_family(&s), fd = tcpmsg_addr_family(&d);
-        if (fs != fd) { /* a mapped address beside a plain IPv4 one: both as IPv4 */
-            tcpmsg_addr_unmap(&s);
-            tcpmsg_addr_unmap(&d);
-            fs = tcpmsg_addr_family(&s);
-            fd = tcpmsg_addr_family(&d);
+        if (fs != fd && tcpmsg_addr_family(&pi->src) == tcpmsg_addr_family(&pi->dst)) {
+            s = pi->src;
+            d = pi->dst;
+            fs = fd = tcpmsg_addr_family(&s);
         }
         if (fs != fd || fs == 0)
             return -EAFNOSUPPORT;

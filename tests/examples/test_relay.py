@@ -176,6 +176,33 @@ class Relay(unittest.TestCase):
         self.assertEqual(status, 0, log)
         self.assertIn("closed: connection refused", log)
 
+    def test_the_client_address_goes_upstream_in_a_proxy_header(self):
+        """--send-proxy: the upstream (an echo server with --proxy-protocol) logs the relay's
+        client, not the relay; with --proxy-protocol too, the client a balancer named in
+        front of the relay is the one passed on."""
+        with Server("tcpmsg-echo-server", "--bind", "127.0.0.1", "--proxy-from", "127.0.0.1",
+                    "0") as echo:
+            with self.relay(echo.port, "--send-proxy") as r:
+                c = connect(r.port)
+                c.sendall(len32(b"who am I"))
+                self.assertEqual(frame(c), b"who am I")
+                me = "%s:%d" % c.getsockname()[:2]
+                c.close()
+                self.assertEqual(r.stop()[0], 0)
+            with self.relay(echo.port, "--proxy-protocol", "--send-proxy") as r:
+                c = connect(r.port)
+                c.sendall(b"PROXY TCP4 203.0.113.9 192.0.2.1 5555 7000\r\n" + len32(b"via"))
+                self.assertEqual(frame(c), b"via")
+                c.close()
+                status, rlog = r.stop()
+                self.assertEqual(status, 0, rlog)
+                self.assertIn(" 203.0.113.9:5555 open", rlog)
+            status, log = echo.stop()
+        self.assertEqual(status, 0, log)
+        self.assertRegex(log, r"127\.0\.0\.1:\d+ %s open" % re.escape(me))
+        self.assertIn(" 203.0.113.9:5555 open", log)
+        self.assertNotIn("refused", log)
+
     def test_the_command_line(self):
         r = run("tcpmsg-relay", "--help")
         self.assertEqual(r.returncode, 0)

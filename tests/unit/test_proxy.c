@@ -299,12 +299,16 @@ START_TEST(format_reads_back)
         {"[2001:db8::1]:1", "[2001:db8::2]:65535"},
         {"unix:/run/client.sock", "unix:@balancer"},
         {"[::ffff:192.0.2.9]:80", "198.51.100.2:7000"}, /* mapped beside IPv4: both IPv4 */
+        {"[::ffff:192.0.2.9]:80", "[::ffff:192.0.2.1]:81"}, /* both mapped: IPv4 */
+        {"[::ffff:192.0.2.9]:80", "[2001:db8::2]:81"}, /* beside real IPv6: IPv6 */
     };
     static const char *want[][2] = {
         {"192.0.2.1:56324", "198.51.100.2:443"},
         {"[2001:db8::1]:1", "[2001:db8::2]:65535"},
         {"unix:/run/client.sock", "unix:@balancer"},
         {"192.0.2.9:80", "198.51.100.2:7000"},
+        {"192.0.2.9:80", "192.0.2.1:81"},
+        {"[::ffff:192.0.2.9]:80", "[2001:db8::2]:81"},
     };
     for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
         struct tcpmsg_proxy_info pi = info(pairs[i][0], pairs[i][1]), back;
