@@ -212,8 +212,9 @@ parse_v2(const uint8_t *p, size_t len, struct tcpmsg_proxy_info *out)
                 return TCPMSG_EPROXY; /* no room left for its NUL */
             a[k]->u.un.sun_family = AF_UNIX;
             memcpy(a[k]->u.un.sun_path, path, n);
-            a[k]->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
-                                    (abstract ? n : n ? n + 1 : 0));
+            a[k]->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (abstract ? n
+                                                                              : n      ? n + 1
+                                                                                       : 0));
         }
     }
     /* TLVs: type, 16-bit length, value, to the end of the announced length exactly. */
@@ -275,8 +276,8 @@ tcpmsg__proxy_step(int fd, struct tcpmsg__proxy_rd *rd, struct tcpmsg_proxy_info
          * must stay in the socket. Everything before a complete header is the header's
          * (the parser says -EAGAIN only for the beginning of a valid one), so what was
          * looked at is taken once the parser has seen it. */
-        ssize_t n = recv(fd, rd->buf + rd->have, sizeof rd->buf - rd->have,
-                         MSG_PEEK | MSG_DONTWAIT);
+        ssize_t n =
+            recv(fd, rd->buf + rd->have, sizeof rd->buf - rd->have, MSG_PEEK | MSG_DONTWAIT);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -395,11 +396,11 @@ tcpmsg_proxy_format(void *buf, size_t cap, const struct tcpmsg_proxy_info *pi)
         }
         pos += alen;
     }
-    if (pi->alpn[0] && !put_tlv(b, cap, &pos, PP2_TYPE_ALPN, pi->alpn, strnlen(pi->alpn, sizeof pi->alpn - 1)))
+    if (pi->alpn[0] &&
+        !put_tlv(b, cap, &pos, PP2_TYPE_ALPN, pi->alpn, strnlen(pi->alpn, sizeof pi->alpn - 1)))
         return -ENOBUFS;
-    if (pi->authority[0] &&
-        !put_tlv(b, cap, &pos, PP2_TYPE_AUTHORITY, pi->authority,
-                 strnlen(pi->authority, sizeof pi->authority - 1)))
+    if (pi->authority[0] && !put_tlv(b, cap, &pos, PP2_TYPE_AUTHORITY, pi->authority,
+                                     strnlen(pi->authority, sizeof pi->authority - 1)))
         return -ENOBUFS;
     if (pi->tls) {
         uint8_t ssl[5 + 3 + sizeof pi->tls_version + 3 + sizeof pi->tls_cn];
@@ -421,7 +422,7 @@ tcpmsg_proxy_format(void *buf, size_t cap, const struct tcpmsg_proxy_info *pi)
     }
     size_t body = pos - V2_HEAD;
     b[12] = (uint8_t)(0x20 | (pi->local ? 0 : 1)); /* version 2, LOCAL or PROXY */
-    b[13] = (uint8_t)(fam << 4 | (fam ? 1 : 0));    /* family, STREAM (UNSPEC for LOCAL) */
+    b[13] = (uint8_t)(fam << 4 | (fam ? 1 : 0));   /* family, STREAM (UNSPEC for LOCAL) */
     b[14] = (uint8_t)(body >> 8);
     b[15] = (uint8_t)body;
     return (int)pos;

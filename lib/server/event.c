@@ -76,22 +76,22 @@ struct econn {
     struct tcpmsg_worker *w;
     struct tcpmsg_conn *c;
     int fd;
-    uint32_t events;     /* the interest registered with epoll */
-    bool paused;         /* output passed the high watermark: not reading */
-    bool user_paused;    /* tcpmsg_server_pause: not reading ... */
-    bool resumed;        /* ... until resumed: the frames already buffered come first */
-    bool above_low;      /* its output was above output_low: on_drain when it falls back */
-    int end_reason;      /* tcpmsg_server_close: begins to close at the end of the callback */
-    bool peer_ended;     /* the peer's end of stream came and on_eof kept c: not read */
-    bool shut_wanted;    /* tcpmsg_server_shutdown: half-closes once its output is written */
-    bool shut_done;      /* ... done: when the peer has ended too, c closes (TCPMSG_EOF) */
-    bool hung_up;        /* epoll reports a hang-up while c is not read: out of the interest
-                            set until it reads again (a hang-up is always reported) */
-    bool handshaking;    /* its opening (the PROXY header, the TLS handshake) is in
-                            progress: not opened yet (no on_open) */
+    uint32_t events;  /* the interest registered with epoll */
+    bool paused;      /* output passed the high watermark: not reading */
+    bool user_paused; /* tcpmsg_server_pause: not reading ... */
+    bool resumed;     /* ... until resumed: the frames already buffered come first */
+    bool above_low;   /* its output was above output_low: on_drain when it falls back */
+    int end_reason;   /* tcpmsg_server_close: begins to close at the end of the callback */
+    bool peer_ended;  /* the peer's end of stream came and on_eof kept c: not read */
+    bool shut_wanted; /* tcpmsg_server_shutdown: half-closes once its output is written */
+    bool shut_done;   /* ... done: when the peer has ended too, c closes (TCPMSG_EOF) */
+    bool hung_up;     /* epoll reports a hang-up while c is not read: out of the interest
+                         set until it reads again (a hang-up is always reported) */
+    bool handshaking; /* its opening (the PROXY header, the TLS handshake) is in
+                         progress: not opened yet (no on_open) */
     struct tcpmsg__proxy_rd *prd; /* ... the PROXY header being read (NULL: not, or done) */
-    int64_t hs_deadline; /* ... and when it must have completed */
-    int closing;         /* != 0: the reason; not reading, closes once output is written */
+    int64_t hs_deadline;          /* ... and when it must have completed */
+    int closing;                  /* != 0: the reason; not reading, closes once output is written */
     int64_t closing_since;
     int64_t last_rx;                /* last time bytes arrived */
     int64_t partial_since;          /* since when a started frame waits for its end (0: none) */

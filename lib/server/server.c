@@ -921,14 +921,14 @@ tcpmsg_server_create(struct tcpmsg_server **out, const struct tcpmsg_server_conf
     }
     struct tcpmsg_listen_opts lo = s->cfg.listen;
     if (s->cfg.no_listener)
-        goto listening; /* a pure client: its connections come from tcpmsg_worker_dial */
+        goto listening;         /* a pure client: its connections come from tcpmsg_worker_dial */
     if (s->cfg.listen_fd > 0) { /* inherited: checked, then the server's */
         int type = 0, acc = 0;
         socklen_t len = sizeof type;
         if (getsockopt(s->cfg.listen_fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
             type != SOCK_STREAM ||
-            (len = sizeof acc, getsockopt(s->cfg.listen_fd, SOL_SOCKET, SO_ACCEPTCONN, &acc,
-                                          &len) < 0) ||
+            (len = sizeof acc,
+             getsockopt(s->cfg.listen_fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) < 0) ||
             !acc) {
             r = -EBADF;
             goto fail;
