@@ -242,6 +242,7 @@ START_TEST(a_proxy_header_comes_before_the_handshake)
     int r = tcpmsg_conn_start_tls(c, &p, LONG_WAIT);
     ck_assert_msg(r == 0, "%s: handshake after the header: %s", m->name, tcpmsg_errname(r));
     exchange(c, "behind a balancer", 17);
+    ck_assert_int_eq(atomic_load(&sh->opened), 1); /* written after sh->peer */
     ck_assert_str_eq(sh->peer, "198.51.100.77:4433");
     ck_assert_int_eq(atomic_load(&sh->open_done), 1);
     ck_assert_int_eq(tcpmsg_conn_close(c, LONG_WAIT), 0);
