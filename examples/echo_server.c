@@ -7,8 +7,13 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 static _Noreturn void
 usage(void)
@@ -16,7 +21,8 @@ usage(void)
     printf("Usage: %s [OPTION]... PORT\n"
            "       %s [OPTION]... unix:PATH | unix:@NAME\n"
            "Started by systemd socket activation (LISTEN_FDS), it serves that socket and\n"
-           "PORT may be left out.\n"
+           "PORT may be left out. SIGHUP: a new copy (the program now at the same path)\n"
+           "takes the listening socket over, and this one finishes its connections and exits.\n"
            "Echo every frame back to its sender. PORT 0 picks a free port; the port (or the\n"
            "Unix address) is printed on stdout once the server listens.\n"
            "\n"
@@ -45,6 +51,39 @@ usage(void)
            "  -V, --version            the version\n",
            tool_name(), tool_name());
     exit(0);
+}
+
+/* SIGHUP: a new copy of the program (the binary now at the path this one was started
+ * from: an upgrade) takes the listener, and this one finishes. Signals go to this thread
+ * (blocked everywhere else), since a hand-over cannot run in a signal handler. */
+static struct tcpmsg_server *hup_server;
+static char **hup_argv;
+static char hup_path[4096];
+static atomic_bool hup_busy; /* a hand-over runs: main waits for its last word at exit */
+
+static void *
+hup_thread(void *arg)
+{
+    (void)arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    for (;;) {
+        int sig;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        atomic_store(&hup_busy, true);
+        tool_warn("SIGHUP: handing the listener over to a new copy");
+        int pid = tcpmsg_server_handover(hup_server, hup_path, hup_argv, 10000);
+        if (pid > 0) { /* the server is stopping now */
+            tool_warn("handed over to pid %d; finishing the connections open here", pid);
+            return NULL;
+        }
+        if (pid == -ESHUTDOWN) /* it was stopping anyway */
+            return NULL;
+        tool_warn("the hand-over failed (%s); serving on", tcpmsg_strerror(pid));
+        atomic_store(&hup_busy, false);
+    }
 }
 
 static int
@@ -173,6 +212,11 @@ main(int argc, char **argv)
 
     struct tcpmsg_handler h = {.on_message = echo};
     struct tcpmsg_server *s;
+    cfg.handover = true; /* one listener for every worker: SIGHUP passes it on whole */
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &hup, NULL); /* for every thread: hup_thread waits for it */
     int r = tcpmsg_server_create(&s, &cfg, &h);
     if (r == -EINVAL && cfg.proxy_from)
         tool_usage("--proxy-from: an address or a prefix such as 10.0.0.0/8 or ::1 expected");
@@ -184,6 +228,7 @@ main(int argc, char **argv)
         tool_die("cannot listen on %s port %s: %s", cfg.host ? cfg.host : "all addresses", cfg.port,
                  tcpmsg_strerror(r));
     char on[TCPMSG_ADDR_STRLEN + TCPMSG_FDNAME_MAX + 64];
+    bool handed = ninh == 1 && strcmp(names[0], "handover") == 0; /* from a SIGHUP */
     struct tcpmsg_addr la;
     if (ninh == 1 && tcpmsg_addr_local(inherited[0], &la) == 0 &&
         tcpmsg_addr_family(&la) == TCPMSG_FAMILY_UNIX) {
@@ -191,12 +236,13 @@ main(int argc, char **argv)
         tcpmsg_addr_format(&la, text, sizeof text);
         printf("%s\n", text);
         fflush(stdout);
-        snprintf(on, sizeof on, "%s (from systemd%s%s)", text, names[0][0] ? ": " : "",
-                 names[0]);
+        snprintf(on, sizeof on, "%s (%s%s%s)", text, handed ? "handed over" : "from systemd",
+                 names[0][0] && !handed ? ": " : "", handed ? "" : names[0]);
     } else if (ninh == 1) {
         tool_print_port(tcpmsg_server_port(s));
-        snprintf(on, sizeof on, "port %d (from systemd%s%s)", tcpmsg_server_port(s),
-                 names[0][0] ? ": " : "", names[0]);
+        snprintf(on, sizeof on, "port %d (%s%s%s)", tcpmsg_server_port(s),
+                 handed ? "handed over" : "from systemd", names[0][0] && !handed ? ": " : "",
+                 handed ? "" : names[0]);
     } else if (un) {
         printf("%s\n", where); /* as a port is: a script waits for this line */
         fflush(stdout);
@@ -209,7 +255,24 @@ main(int argc, char **argv)
               tcpmsg_model_name(cfg.model), framing,
               (unsigned long long)tcpmsg_codec_max_payload(&codec), cfg.tls_ctx ? ", TLS" : "",
               cfg.proxy_protocol ? ", PROXY protocol" : "");
+    hup_server = s;
+    hup_argv = argv;
+    ssize_t pl = readlink("/proc/self/exe", hup_path, sizeof hup_path - 1);
+    if (pl > 0 && (size_t)pl < sizeof hup_path - 1) {
+        hup_path[pl] = '\0';
+        char *deleted = strstr(hup_path, " (deleted)"); /* replaced on disk: the new one */
+        if (deleted && deleted[10] == '\0')
+            *deleted = '\0';
+    } else {
+        snprintf(hup_path, sizeof hup_path, "/proc/self/exe");
+    }
+    pthread_t hupt;
+    bool hup_on = pthread_create(&hupt, NULL, hup_thread, NULL) == 0;
+    if (!hup_on)
+        tool_warn("no SIGHUP hand-over: cannot start its thread");
     r = tcpmsg_server_run(s);
+    if (hup_on && atomic_load(&hup_busy))
+        pthread_join(hupt, NULL); /* its stop ended run: its line comes before ours */
     /* What an operator (or a test of a restart) checks: every frame read was answered. */
     struct tcpmsg_server_stats st;
     tcpmsg_server_stats(s, &st);

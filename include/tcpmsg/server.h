@@ -173,6 +173,11 @@ struct tcpmsg_server_config {
                                     succeeded (closed at destroy; a Unix socket's file is
                                     left where it is: not the server's); every worker
                                     shares it [0: bind] */
+    bool handover;               /* EVENT with several workers: one listening socket shared
+                                    by every worker instead of one each (an SO_REUSEPORT
+                                    group), so that tcpmsg_server_handover can pass it on
+                                    whole (the other models, Unix sockets and inherited
+                                    sockets always have one) [off] */
     bool no_listener;            /* EVENT: no listening socket at all (host and port are
                                     ignored): a pure client, whose connections all come from
                                     tcpmsg_worker_dial; tcpmsg_server_port says -ENOTCONN */
@@ -497,6 +502,29 @@ TCPMSG_API int tcpmsg_worker_dial(struct tcpmsg_worker *w, const char *host, con
                                   const struct tcpmsg_dial_opts *opts, uint64_t *id);
 TCPMSG_API int tcpmsg_worker_dial_stop(struct tcpmsg_worker *w, uint64_t id);
 TCPMSG_API uint64_t tcpmsg_conn_dial_id(const struct tcpmsg_conn *c);
+
+/*
+ * tcpmsg_server_handover - restarts without refusing a client, as nginx's binary upgrade:
+ * starts a new copy of the program (path, or /proc/self/exe when NULL, with argv) that
+ * inherits this server's listening socket by systemd's protocol (descriptor 3, LISTEN_FDS=1,
+ * LISTEN_PID, LISTEN_FDNAMES=handover: tcpmsg_sock_inherited finds it, and the new copy's
+ * server takes it as listen_fd) and says when it serves (its tcpmsg_server_run writes to a
+ * pipe named by TCPMSG_READY_FD, read and unset by tcpmsg_server_create). Until then this
+ * server goes on serving; once the new copy serves, this one stops as tcpmsg_server_stop
+ * says (accepts no more, finishes the frames it read, writes the replies, closes: a client
+ * sees the end after its last reply), and its run returns. The listening socket never
+ * closes, so no connection attempt is refused: those this server does not accept wait in
+ * the socket's queue for the new copy. A Unix socket's file is left to the new copy.
+ * Returns the new process's pid (> 0), -ECHILD (the copy exited, or never said it serves:
+ * this server goes on), -ETIMEDOUT (it did not say so within timeout_ms: it was killed,
+ * this server goes on), -ENOTSUP (no listener, or one per EVENT worker: create the server
+ * with handover), -ESHUTDOWN (stopping already), -EINVAL, or fork's and pipe's errors.
+ * Blocks up to timeout_ms; call it from any thread but the server's own callbacks (not
+ * from a signal handler: forward the signal to a thread, as tcpmsg-echo-server does with
+ * SIGHUP). The new process is this one's child: it outlives this one.
+ */
+TCPMSG_API int tcpmsg_server_handover(struct tcpmsg_server *s, const char *path,
+                                      char *const argv[], int timeout_ms);
 
 /* tcpmsg_server_stats - copies the counters. */
 TCPMSG_API void tcpmsg_server_stats(const struct tcpmsg_server *s,

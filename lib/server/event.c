@@ -1575,7 +1575,8 @@ worker_init(struct tcpmsg_worker *w, struct tcpmsg_server *s, int index)
     if (w->ep < 0)
         return -errno;
     struct tcpmsg_addr la;
-    bool shared = s->shared_lfd || (s->lfd >= 0 && tcpmsg_addr_local(s->lfd, &la) == 0 &&
+    bool shared = s->shared_lfd || s->cfg.handover ||
+                  (s->lfd >= 0 && tcpmsg_addr_local(s->lfd, &la) == 0 &&
                                     tcpmsg_addr_family(&la) == TCPMSG_FAMILY_UNIX);
     if (index > 0 && s->lfd >= 0 && !shared) {
         /* Another listener on the same port: the kernel spreads new connections. */

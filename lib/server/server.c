@@ -4,6 +4,10 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <limits.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -869,6 +873,8 @@ copy_config(struct tcpmsg_server *s, const struct tcpmsg_server_config *cfg)
     return r;
 }
 
+static int handover_ready_fd(void);
+
 int
 tcpmsg_server_create(struct tcpmsg_server **out, const struct tcpmsg_server_config *cfg,
                      const struct tcpmsg_handler *h)
@@ -885,7 +891,7 @@ tcpmsg_server_create(struct tcpmsg_server **out, const struct tcpmsg_server_conf
     struct tcpmsg_server *s = calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
-    s->lfd = s->wakefd = -1;
+    s->lfd = s->wakefd = s->ready_fd = -1;
     atomic_init(&s->serving_fd, -1);
     s->n = MAP_FAILED;
     s->h = *h;
@@ -941,7 +947,7 @@ tcpmsg_server_create(struct tcpmsg_server **out, const struct tcpmsg_server_conf
     }
     bool unix_listener = tcpmsg__is_unix(s->host);
     if (s->cfg.model == TCPMSG_MODEL_EVENT && s->cfg.workers > 1 && !lo.reuseport &&
-        !unix_listener) {
+        !unix_listener && !s->cfg.handover) {
         /* The workers' listeners form an SO_REUSEPORT group, which another process of the
          * same user could join, or already be: two servers would then split the traffic
          * silently. A plain socket bound first proves the port free (-EADDRINUSE if not). */
@@ -967,6 +973,7 @@ tcpmsg_server_create(struct tcpmsg_server **out, const struct tcpmsg_server_conf
         s->unix_owner = getpid();
     }
 listening:
+    s->ready_fd = handover_ready_fd();
     if (s->cfg.handle_signals) {
         struct tcpmsg_server *none = NULL;
         if (!atomic_compare_exchange_strong(&signal_server, &none, s)) {
@@ -986,6 +993,138 @@ fail:
         s->lfd = -1; /* the caller's still: it is ours only once create succeeded */
     tcpmsg_server_destroy(s);
     return r;
+}
+
+/* ---- hand-over: a new copy of the program takes the listener ------------------------------- */
+
+#define READY_ENV "TCPMSG_READY_FD"
+
+/* Started by a hand-over: the pipe on which to say "serving" (its variable is unset, so a
+ * program this one starts does not write to it), else -1. */
+static int
+handover_ready_fd(void)
+{
+    const char *v = getenv(READY_ENV);
+    if (!v)
+        return -1;
+    char *end;
+    long fd = strtol(v, &end, 10);
+    unsetenv(READY_ENV);
+    struct stat st;
+    if (*end || fd < 3 || fd > INT_MAX || fstat((int)fd, &st) < 0 || !S_ISFIFO(st.st_mode))
+        return -1;
+    (void)fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+    return (int)fd;
+}
+
+/* The environment of the new copy: ours without the variables the protocol sets, then
+ * LISTEN_FDS, LISTEN_FDNAMES, TCPMSG_READY_FD and LISTEN_PID (its value written by the
+ * child, the only one who knows its pid, in pidvar). NULL-terminated; free the array. */
+static char **
+handover_env(char *pidvar)
+{
+    extern char **environ;
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **env = calloc(n + 5, sizeof *env);
+    if (!env)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "LISTEN_", 7) != 0 &&
+            strncmp(environ[i], READY_ENV "=", sizeof READY_ENV) != 0)
+            env[k++] = environ[i];
+    static char fds[] = "LISTEN_FDS=1", names[] = "LISTEN_FDNAMES=handover",
+                ready[] = READY_ENV "=4";
+    env[k++] = fds;
+    env[k++] = names;
+    env[k++] = ready;
+    env[k++] = pidvar;
+    env[k] = NULL;
+    return env;
+}
+
+/* In the child, between fork and exec (async-signal-safe calls only): the listener on 3,
+ * the pipe on 4, LISTEN_PID, a clean signal mask, then the program. */
+static _Noreturn void
+handover_child(int lfd, int wfd, char *pidvar, const char *path, char *const argv[],
+               char **env)
+{
+    int l = fcntl(lfd, F_DUPFD, 10), w = fcntl(wfd, F_DUPFD, 10);
+    if (l < 0 || w < 0 || dup2(l, 3) < 0 || dup2(w, 4) < 0)
+        _exit(127);
+    /* LISTEN_PID=<pid>: formatted by hand (no snprintf after fork). */
+    char digits[16];
+    int nd = 0;
+    for (unsigned long v = (unsigned long)getpid(); v; v /= 10)
+        digits[nd++] = (char)('0' + v % 10);
+    char *p = pidvar + strlen("LISTEN_PID=");
+    while (nd)
+        *p++ = digits[--nd];
+    *p = '\0';
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execve(path, argv, env);
+    _exit(127);
+}
+
+int
+tcpmsg_server_handover(struct tcpmsg_server *s, const char *path, char *const argv[],
+                       int timeout_ms)
+{
+    if (!s || !argv || !argv[0] || timeout_ms < 0)
+        return -EINVAL;
+    if (s->lfd < 0 || (s->cfg.model == TCPMSG_MODEL_EVENT && s->cfg.workers > 1 &&
+                       !s->shared_lfd && !s->cfg.handover && !tcpmsg__is_unix(s->host)))
+        return -ENOTSUP; /* no listener, or one per worker: only one can be passed on */
+    if (tcpmsg__stopping(s))
+        return -ESHUTDOWN;
+    if (!path)
+        path = "/proc/self/exe";
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        return -errno;
+    char pidvar[32] = "LISTEN_PID=";
+    char **env = handover_env(pidvar);
+    if (!env) {
+        close(pfd[0]);
+        close(pfd[1]);
+        return -ENOMEM;
+    }
+    pid_t pid = fork();
+    if (pid == 0)
+        handover_child(s->lfd, pfd[1], pidvar, path, argv, env);
+    int saved = errno;
+    free(env);
+    close(pfd[1]);
+    if (pid < 0) {
+        close(pfd[0]);
+        return -saved;
+    }
+    /* Until the new copy says it serves, this one goes on serving: a copy that fails to
+     * start costs nothing. The listener is shared meanwhile: both accept. */
+    struct pollfd pf = {.fd = pfd[0], .events = POLLIN};
+    int r;
+    do
+        r = poll(&pf, 1, timeout_ms);
+    while (r < 0 && errno == EINTR);
+    char b;
+    ssize_t got = r > 0 ? read(pfd[0], &b, 1) : -1;
+    close(pfd[0]);
+    if (got != 1) {
+        if (r == 0)
+            kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        return r == 0 ? -ETIMEDOUT : -ECHILD;
+    }
+    /* The new copy serves: the socket file is its own now, and this one stops as
+     * tcpmsg_server_stop says (it finishes what it read, writes, closes). */
+    s->unix_file = false;
+    tcpmsg_server_stop(s);
+    return (int)pid;
 }
 
 static const char *const model_names[] = {
@@ -1023,6 +1162,14 @@ tcpmsg_server_run(struct tcpmsg_server *s)
 {
     if (!s)
         return -EINVAL;
+    if (s->ready_fd >= 0) { /* started by a hand-over: the old copy may stop now */
+        ssize_t w;
+        do
+            w = write(s->ready_fd, "R", 1);
+        while (w < 0 && errno == EINTR);
+        close(s->ready_fd);
+        s->ready_fd = -1;
+    }
     switch (s->cfg.model) {
     case TCPMSG_MODEL_ITERATIVE:
         return tcpmsg__run_iterative(s);
@@ -1114,6 +1261,8 @@ tcpmsg_server_destroy(struct tcpmsg_server *s)
     tcpmsg_tls_ctx_destroy(s->tls);
     free(s->slots);
     free(s->proxy_from);
+    if (s->ready_fd >= 0)
+        close(s->ready_fd);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     pthread_rwlock_destroy(&s->ev_lock);

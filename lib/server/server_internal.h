@@ -69,6 +69,7 @@ struct tcpmsg_server {
     dev_t unix_dev;
     ino_t unix_ino;
     pid_t unix_owner;
+    int ready_fd; /* started by a hand-over: the pipe to say "serving" on at run (-1) */
     int wakefd; /* eventfd written once by stop and never read: readable for ever after,
                    in every thread and every forked process */
     atomic_int stopping;

@@ -85,9 +85,10 @@ class Server:
         self.proc.wait()
 
     def log(self):
-        """What the server wrote on stderr so far."""
-        self.err.seek(0)
-        return self.err.read().decode(errors="replace")
+        """What the server wrote on stderr so far. Read with pread: the file's offset is
+        the one the server's processes write at (they share its description), and a seek
+        here would make them write over what they wrote."""
+        return read_shared(self.err)
 
     def __enter__(self):
         return self
@@ -102,6 +103,18 @@ class Server:
                 pass
         self.proc.stdout.close()
         self.err.close()
+
+
+def read_shared(f):
+    """The whole content of a file other processes append to through the same open file
+    description, without moving its offset."""
+    data, off = b"", 0
+    while True:
+        chunk = os.pread(f.fileno(), 1 << 20, off)
+        if not chunk:
+            return data.decode(errors="replace")
+        data += chunk
+        off += len(chunk)
 
 
 def run(name, *args, input=b"", timeout=WAIT):

@@ -21,7 +21,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import WAIT, Server, len32, main  # noqa: E402
+from harness import WAIT, Server, len32, main, read_shared  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIG = os.path.join(HERE, "..", "..", "examples", "haproxy", "haproxy.cfg")
@@ -76,8 +76,7 @@ class HAProxy:
                                      stderr=self.err, start_new_session=True)
 
     def log(self):
-        self.err.seek(0)
-        return self.err.read().decode(errors="replace")
+        return read_shared(self.err)
 
     def close(self):
         if self.proc.poll() is None:
