@@ -5,19 +5,23 @@ include(CMakePackageConfigHelpers)
 
 set(TCPMSG_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/tcpmsg)
 
+# Components, for the Debian packages (cmake/TcpmsgPackage.cmake): "runtime" is the shared
+# library itself, "dev" everything a program is built with, "tools" the programs.
 install(TARGETS ${TCPMSG_INSTALL_TARGETS}
     EXPORT tcpmsgTargets
-    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
-    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
-    RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime NAMELINK_COMPONENT dev
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT dev
+    RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime)
 
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/
     DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+    COMPONENT dev
     FILES_MATCHING PATTERN "*.h")
 
 install(EXPORT tcpmsgTargets
     NAMESPACE tcpmsg::
-    DESTINATION ${TCPMSG_CMAKE_DIR})
+    DESTINATION ${TCPMSG_CMAKE_DIR}
+    COMPONENT dev)
 
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/tcpmsgConfig.cmake.in
     ${PROJECT_BINARY_DIR}/tcpmsgConfig.cmake
@@ -28,7 +32,8 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/tcpmsgConfigVersion.cmake
 install(FILES
     ${PROJECT_BINARY_DIR}/tcpmsgConfig.cmake
     ${PROJECT_BINARY_DIR}/tcpmsgConfigVersion.cmake
-    DESTINATION ${TCPMSG_CMAKE_DIR})
+    DESTINATION ${TCPMSG_CMAKE_DIR}
+    COMPONENT dev)
 
 # pkg-config: prefix relative to the .pc file's own directory.
 if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}" OR IS_ABSOLUTE "${CMAKE_INSTALL_INCLUDEDIR}")
@@ -49,4 +54,5 @@ else()
 endif()
 configure_file(${PROJECT_SOURCE_DIR}/cmake/tcpmsg.pc.in ${PROJECT_BINARY_DIR}/tcpmsg.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/tcpmsg.pc
-    DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+    DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig
+    COMPONENT dev)
