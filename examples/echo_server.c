@@ -41,6 +41,10 @@ usage(void)
            "  -w, --workers N          pool: workers [2 x CPUs]; event: threads [CPUs]\n"
            "      --socket-mode OCTAL  unix:PATH: the socket file's permissions, e.g. 660\n"
            "                           [as the umask leaves them]\n"
+           "      --max-conns-per-client N  connections one client address may hold; more\n"
+           "                           are refused [no limit]\n"
+           "      --conn-rate-per-client N  new connections per second one client address\n"
+           "                           may open (bursts of N) [no limit]\n"
            "      --proxy-protocol     behind a load balancer: every connection begins with\n"
            "                           a PROXY protocol header (v1 or v2), whose client\n"
            "                           address is the one logged; without one it is closed\n"
@@ -107,6 +111,10 @@ main(int argc, char **argv)
                                              {"workers", required_argument, NULL, 'w'},
                                              {"socket-mode", required_argument, NULL, 'M'},
                                              {"proxy-protocol", no_argument, NULL, 'P'},
+                                             {"max-conns-per-client", required_argument, NULL,
+                                              'K'},
+                                             {"conn-rate-per-client", required_argument, NULL,
+                                              'Q'},
                                              {"proxy-from", required_argument, NULL, 'R'},
                                              TOOL_TLS_SERVER_OPTIONS,
                                              {"help", no_argument, NULL, 'h'},
@@ -164,6 +172,12 @@ main(int argc, char **argv)
         }
         case 'P':
             cfg.proxy_protocol = true;
+            break;
+        case 'K':
+            cfg.max_conns_per_client = (int)tool_uint("--max-conns-per-client", optarg, 1, 1000000);
+            break;
+        case 'Q':
+            cfg.conn_rate_per_client = (int)tool_uint("--conn-rate-per-client", optarg, 1, 1000000);
             break;
         case 'R':
             proxy_from[nproxy_from++] = optarg;

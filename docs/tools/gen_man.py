@@ -175,7 +175,8 @@ def check(hs, pages, out_dir, library):
     problems = []
     exported = subprocess.run(["nm", "-D", "--defined-only", library], capture_output=True,
                               text=True, check=True).stdout.split("\n")
-    symbols = [ln.split()[2] for ln in exported if len(ln.split()) == 3 and ln.split()[1] == "T"]
+    symbols = [ln.split()[2].split("@")[0] for ln in exported  # "name@@TCPMSG_0": versioned
+               if len(ln.split()) == 3 and ln.split()[1] == "T"]
     declared = [f for h in hs for f in h.functions]
     for s in symbols:
         if f"man3/{s}.3" not in pages:

@@ -19,6 +19,7 @@
  *   TCPMSG_EAI_* name resolution failures (getaddrinfo)
  *   TCPMSG_ETLS, TCPMSG_ECERT*, ...  TLS failures (tcpmsg/tls.h)
  *   TCPMSG_EPROXY  a PROXY protocol header missing or malformed (tcpmsg/proxy.h)
+ *   TCPMSG_ELIMIT  a client over its own limit (connections or new connections per second)
  */
 #ifndef TCPMSG_ERROR_H
 #define TCPMSG_ERROR_H
@@ -45,6 +46,7 @@ enum tcpmsg_error {
     TCPMSG_ETLSVERSION = -5016,    /* TLS: no protocol version both sides accept */
     TCPMSG_ETLSTRUNC = -5017,      /* TLS: the stream ended without close_notify (truncated) */
     TCPMSG_EPROXY = -5020,         /* PROXY protocol: the header is missing or malformed */
+    TCPMSG_ELIMIT = -5021,         /* a client address over its connection or rate limit */
     TCPMSG_EAI_AGAIN = -5101,      /* name resolution: temporary failure, try again */
     TCPMSG_EAI_FAIL = -5102,       /* name resolution: non-recoverable failure */
     TCPMSG_EAI_NONAME = -5103,     /* name resolution: host or service not known */

@@ -209,6 +209,19 @@ struct tcpmsg_server_config {
                                     anything is read (-ECONNRESET: reset before that); a Unix-socket peer matches no entry
                                     (the socket file's mode says who may connect). Parsed
                                     at create (-EINVAL) [NULL: any peer may send one] */
+    int max_conns_per_client;    /* connections one client address may hold at once; more
+                                    are refused (TCPMSG_ELIMIT, counted in stats.limited) as
+                                    soon as the address is known: at accept, or after the
+                                    PROXY header (the real client's) [0: no limit] */
+    int conn_rate_per_client;    /* new connections per second one client address may open
+                                    (a token bucket refilled at this rate) ... [0: no limit] */
+    int conn_burst_per_client;   /* ... holding this many [the rate]; past it: TCPMSG_ELIMIT.
+                                    Per IPv4 or IPv6 address (an IPv4-mapped one as IPv4);
+                                    Unix-socket peers are not limited. The addresses are kept
+                                    in a table of 4096 shared by every worker, processes
+                                    included; when it is full, new addresses are not limited.
+                                    A refusal costs the others nothing: no read, no
+                                    handshake, no on_open */
     /* Optional: receives every event with the connection's 4-tuple ("" when there is
      * none). Called from any worker (thread or process); must not block for long. */
     void (*log)(void *user, enum tcpmsg_server_event ev, int code, const char *tuple);
@@ -224,6 +237,7 @@ struct tcpmsg_server_stats {
                               the server's stop */
     uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
     uint64_t workers_replaced; /* POOL processes that died and were replaced */
+    uint64_t limited;   /* refused for a per-client limit (counted in refused too) */
 };
 
 /*

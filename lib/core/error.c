@@ -29,6 +29,7 @@ static const struct errinfo table[] = {
     {TCPMSG_ETLSVERSION, "TCPMSG_ETLSVERSION", "no TLS version acceptable to both sides"},
     {TCPMSG_ETLSTRUNC, "TCPMSG_ETLSTRUNC", "TLS stream ended without close_notify (truncated)"},
     {TCPMSG_EPROXY, "TCPMSG_EPROXY", "PROXY protocol header missing or malformed"},
+    {TCPMSG_ELIMIT, "TCPMSG_ELIMIT", "client over its connection limit"},
     {-ENOTSUP, "ENOTSUP", "not supported by this build"},
     {TCPMSG_EAI_AGAIN, "TCPMSG_EAI_AGAIN", "temporary failure in name resolution"},
     {TCPMSG_EAI_FAIL, "TCPMSG_EAI_FAIL", "non-recoverable failure in name resolution"},

@@ -89,9 +89,10 @@ struct econn {
                          set until it reads again (a hang-up is always reported) */
     bool handshaking; /* its opening (the PROXY header, the TLS handshake) is in
                          progress: not opened yet (no on_open) */
-    struct tcpmsg__proxy_rd *prd; /* ... the PROXY header being read (NULL: not, or done) */
-    int64_t hs_deadline;          /* ... and when it must have completed */
-    int closing;                  /* != 0: the reason; not reading, closes once output is written */
+    struct tcpmsg__proxy_rd *prd;     /* ... the PROXY header being read (NULL: not, or done) */
+    struct tcpmsg__client_ref client; /* its place under the per-client limits */
+    int64_t hs_deadline;              /* ... and when it must have completed */
+    int closing; /* != 0: the reason; not reading, closes once output is written */
     int64_t closing_since;
     int64_t last_rx;                /* last time bytes arrived */
     int64_t partial_since;          /* since when a started frame waits for its end (0: none) */
@@ -271,6 +272,7 @@ destroy_conn(struct tcpmsg_worker *w, struct econn *e, bool reset)
     /* The slot is given back before the peer can see the end: a client told "closed" that
      * connects again at once must not meet max_conns (another worker may accept it). The
      * log says "closed" once it is back. */
+    tcpmsg__client_release(w->s, &e->client);
     tcpmsg__release(w->s);
     if (e->closing)
         tcpmsg__log_tuple(w->s, TCPMSG_EV_CLOSE, e->closing, e->fd, e->tuple);
@@ -693,6 +695,8 @@ proxy_step(struct tcpmsg_worker *w, struct econn *e)
     e->prd = NULL;
     if (r > 0)
         r = tcpmsg_conn_set_proxy(e->c, &pi);
+    if (r == 0)
+        r = tcpmsg__client_admit(s, e->c, &e->client); /* the real client's limits */
     if (r < 0) {
         refuse(w, e, r);
         return;
@@ -809,6 +813,11 @@ accept_some(struct tcpmsg_worker *w)
             e->hs_deadline = e->last_rx + tcpmsg__proxy_ms(s);
             watch_deadline(w, e);
             proxy_step(w, e); /* it may have come with the connection */
+            continue;
+        }
+        int lim = tcpmsg__client_admit(s, e->c, &e->client);
+        if (lim < 0) {
+            refuse(w, e, lim);
             continue;
         }
         /* The handshake first: on_open comes once it has completed (handshake()). */
@@ -1577,7 +1586,7 @@ worker_init(struct tcpmsg_worker *w, struct tcpmsg_server *s, int index)
     struct tcpmsg_addr la;
     bool shared = s->shared_lfd || s->cfg.handover ||
                   (s->lfd >= 0 && tcpmsg_addr_local(s->lfd, &la) == 0 &&
-                                    tcpmsg_addr_family(&la) == TCPMSG_FAMILY_UNIX);
+                   tcpmsg_addr_family(&la) == TCPMSG_FAMILY_UNIX);
     if (index > 0 && s->lfd >= 0 && !shared) {
         /* Another listener on the same port: the kernel spreads new connections. */
         struct tcpmsg_addr a;

@@ -225,6 +225,155 @@ tcpmsg__proxy_trusted(const struct tcpmsg_server *s, int fd)
     return -EACCES;
 }
 
+/* ---- per-client limits ----------------------------------------------------------------- */
+
+static int
+clients_init(struct tcpmsg_server *s)
+{
+    const struct tcpmsg_server_config *c = &s->cfg;
+    if (c->max_conns_per_client < 0 || c->conn_rate_per_client < 0 ||
+        c->conn_burst_per_client < 0 || (c->conn_burst_per_client && !c->conn_rate_per_client))
+        return -EINVAL;
+    if (!c->max_conns_per_client && !c->conn_rate_per_client)
+        return 0;
+    if (!c->conn_burst_per_client)
+        s->cfg.conn_burst_per_client = c->conn_rate_per_client;
+    s->clients =
+        mmap(NULL, sizeof *s->clients, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (s->clients == MAP_FAILED) {
+        s->clients = NULL;
+        return -ENOMEM;
+    }
+    memset(s->clients, 0, sizeof *s->clients);
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST); /* a worker killed holding it */
+    int r = pthread_mutex_init(&s->clients->mu, &a);
+    pthread_mutexattr_destroy(&a);
+    return -r;
+}
+
+static void
+clients_lock(struct tcpmsg__clients *t)
+{
+    if (pthread_mutex_lock(&t->mu) == EOWNERDEAD)
+        pthread_mutex_consistent(&t->mu); /* the entries are plain counts: still usable */
+}
+
+/* The table's key of an address, false for one that is not limited (Unix). */
+static bool
+client_key(const struct tcpmsg_addr *addr, uint8_t key[17])
+{
+    struct tcpmsg_addr a = *addr;
+    tcpmsg_addr_unmap(&a);
+    memset(key, 0, 17);
+    if (tcpmsg_addr_family(&a) == TCPMSG_FAMILY_V4) {
+        key[0] = 4;
+        memcpy(key + 1, &a.u.in4.sin_addr, 4);
+    } else if (tcpmsg_addr_family(&a) == TCPMSG_FAMILY_V6) {
+        key[0] = 6;
+        memcpy(key + 1, &a.u.in6.sin6_addr, 16);
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* FNV-1a over the key: where its probe sequence starts. */
+static size_t
+client_slot(const uint8_t key[17])
+{
+    uint32_t h = 2166136261u;
+    for (int i = 0; i < 17; i++)
+        h = (h ^ key[i]) * 16777619u;
+    return h % TCPMSG__CLIENTS;
+}
+
+/* The entry of key, made if need be (reusing an idle one: no connection, a full bucket);
+ * NULL when the table is full of busy addresses. Caller holds the lock. */
+static struct tcpmsg__client *
+client_entry(struct tcpmsg_server *s, const uint8_t key[17], int64_t now, bool make)
+{
+    struct tcpmsg__clients *t = s->clients;
+    int64_t full = (int64_t)s->cfg.conn_burst_per_client * 1000;
+    struct tcpmsg__client *spare = NULL;
+    size_t i = client_slot(key);
+    for (size_t n = 0; n < TCPMSG__CLIENTS; n++, i = (i + 1) % TCPMSG__CLIENTS) {
+        struct tcpmsg__client *e = &t->e[i];
+        if (e->key[0] && memcmp(e->key, key, 17) == 0)
+            return e;
+        bool idle = !e->key[0] ||
+                    (e->conns == 0 &&
+                     (!full ||
+                      e->tokens_milli + (now - e->refilled) * s->cfg.conn_rate_per_client >= full));
+        if (idle && !spare)
+            spare = e;
+        if (!e->key[0])
+            break; /* the end of this probe sequence: key is not in the table */
+    }
+    if (!make || !spare)
+        return NULL;
+    memcpy(spare->key, key, 17);
+    spare->conns = 0;
+    spare->tokens_milli = full;
+    spare->refilled = now;
+    return spare;
+}
+
+int
+tcpmsg__client_admit(struct tcpmsg_server *s, const struct tcpmsg_conn *c,
+                     struct tcpmsg__client_ref *ref)
+{
+    ref->held = false;
+    if (!s->clients)
+        return 0;
+    struct tcpmsg_addr a;
+    if (tcpmsg_conn_peer(c, &a) < 0 || !client_key(&a, ref->key))
+        return 0;
+    int64_t now = tcpmsg_now_ms();
+    int r = 0;
+    clients_lock(s->clients);
+    struct tcpmsg__client *e = client_entry(s, ref->key, now, true);
+    if (e) {
+        const struct tcpmsg_server_config *cfg = &s->cfg;
+        if (cfg->conn_rate_per_client) {
+            int64_t full = (int64_t)cfg->conn_burst_per_client * 1000;
+            e->tokens_milli += (now - e->refilled) * cfg->conn_rate_per_client;
+            if (e->tokens_milli > full)
+                e->tokens_milli = full;
+            e->refilled = now;
+        }
+        if (cfg->max_conns_per_client && e->conns >= cfg->max_conns_per_client)
+            r = TCPMSG_ELIMIT;
+        else if (cfg->conn_rate_per_client && e->tokens_milli < 1000)
+            r = TCPMSG_ELIMIT;
+        if (r == 0) {
+            e->conns++;
+            if (cfg->conn_rate_per_client)
+                e->tokens_milli -= 1000;
+            ref->held = true;
+        }
+    } /* else: the table is full of busy addresses; this one is not limited */
+    pthread_mutex_unlock(&s->clients->mu);
+    if (r < 0)
+        atomic_fetch_add(&s->n->limited, 1);
+    return r;
+}
+
+void
+tcpmsg__client_release(struct tcpmsg_server *s, struct tcpmsg__client_ref *ref)
+{
+    if (!ref->held || !s->clients)
+        return;
+    ref->held = false;
+    clients_lock(s->clients);
+    struct tcpmsg__client *e = client_entry(s, ref->key, tcpmsg_now_ms(), false);
+    if (e && e->conns > 0)
+        e->conns--;
+    pthread_mutex_unlock(&s->clients->mu);
+}
+
 int
 tcpmsg__proxy_ms(const struct tcpmsg_server *s)
 {
@@ -724,10 +873,16 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
     struct tcpmsg__served sv = {.c = c, .heap = s->h.dialog ? NULL : &heap};
     tcpmsg__conn_hook(c, NULL, &sv);
     mark_served(s, slot, fd);
+    struct tcpmsg__client_ref client;
     int hs = s->cfg.proxy_protocol ? proxy_or_stop(s, c) : 0;
+    if (hs == 0)
+        hs = tcpmsg__client_admit(s, c, &client); /* the client is known: its limits */
+    else
+        client.held = false;
     if (hs == 0 && s->tls)
         hs = handshake_or_stop(s, c);
     if (hs < 0) { /* not opened: no on_open, no on_close; refused, with the reason */
+        tcpmsg__client_release(s, &client);
         atomic_fetch_add(&s->n->refused, 1);
         tcpmsg__release_held(s);
         tcpmsg__log(s, TCPMSG_EV_REFUSED, hs, fd);
@@ -760,6 +915,7 @@ tcpmsg__serve_blocking(struct tcpmsg_server *s, int fd, struct tcpmsg__slot *slo
      * reset. A peer that misbehaved or stalled is not waited for either: what the socket
      * takes now is written, what has arrived is read, and it is closed (waiting would let
      * it push data at full speed into the close's drain). */
+    tcpmsg__client_release(s, &client);
     tcpmsg__release_held(s); /* before the peer can see the end and connect again */
     if (served) /* after the slot is back: once "closed" is logged, it can be taken again */
         tcpmsg__log_conn(s, TCPMSG_EV_CLOSE, reason, c);
@@ -870,7 +1026,7 @@ copy_config(struct tcpmsg_server *s, const struct tcpmsg_server_config *cfg)
         return -EINVAL;
     int r = copy_proxy_from(s, cfg->proxy_from);
     s->cfg.proxy_from = NULL; /* parsed; the copy keeps no caller pointer */
-    return r;
+    return r < 0 ? r : clients_init(s);
 }
 
 static int handover_ready_fd(void);
@@ -1048,8 +1204,7 @@ handover_env(char *pidvar)
 /* In the child, between fork and exec (async-signal-safe calls only): the listener on 3,
  * the pipe on 4, LISTEN_PID, a clean signal mask, then the program. */
 static _Noreturn void
-handover_child(int lfd, int wfd, char *pidvar, const char *path, char *const argv[],
-               char **env)
+handover_child(int lfd, int wfd, char *pidvar, const char *path, char *const argv[], char **env)
 {
     int l = fcntl(lfd, F_DUPFD, 10), w = fcntl(wfd, F_DUPFD, 10);
     if (l < 0 || w < 0 || dup2(l, 3) < 0 || dup2(w, 4) < 0)
@@ -1076,8 +1231,8 @@ tcpmsg_server_handover(struct tcpmsg_server *s, const char *path, char *const ar
 {
     if (!s || !argv || !argv[0] || timeout_ms < 0)
         return -EINVAL;
-    if (s->lfd < 0 || (s->cfg.model == TCPMSG_MODEL_EVENT && s->cfg.workers > 1 &&
-                       !s->shared_lfd && !s->cfg.handover && !tcpmsg__is_unix(s->host)))
+    if (s->lfd < 0 || (s->cfg.model == TCPMSG_MODEL_EVENT && s->cfg.workers > 1 && !s->shared_lfd &&
+                       !s->cfg.handover && !tcpmsg__is_unix(s->host)))
         return -ENOTSUP; /* no listener, or one per worker: only one can be passed on */
     if (tcpmsg__stopping(s))
         return -ESHUTDOWN;
@@ -1234,6 +1389,7 @@ tcpmsg_server_stats(const struct tcpmsg_server *s, struct tcpmsg_server_stats *o
     out->bytes_in = atomic_load(&s->n->bytes_in);
     out->bytes_out = atomic_load(&s->n->bytes_out);
     out->workers_replaced = atomic_load(&s->n->workers_replaced);
+    out->limited = atomic_load(&s->n->limited);
 }
 
 void
@@ -1261,6 +1417,10 @@ tcpmsg_server_destroy(struct tcpmsg_server *s)
     tcpmsg_tls_ctx_destroy(s->tls);
     free(s->slots);
     free(s->proxy_from);
+    if (s->clients) {
+        pthread_mutex_destroy(&s->clients->mu);
+        munmap(s->clients, sizeof *s->clients);
+    }
     if (s->ready_fd >= 0)
         close(s->ready_fd);
     pthread_mutex_destroy(&s->mu);

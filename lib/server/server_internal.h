@@ -16,7 +16,26 @@
 /* Counters in MAP_SHARED memory, so that forked workers add to the same ones. */
 struct tcpmsg__counters {
     _Atomic uint64_t accepted, refused, active, closed_error;
-    _Atomic uint64_t msgs_in, msgs_out, bytes_in, bytes_out, workers_replaced;
+    _Atomic uint64_t msgs_in, msgs_out, bytes_in, bytes_out, workers_replaced, limited;
+};
+
+/* Per-client limits: one entry per client address, in MAP_SHARED memory (FORK and POOL
+ * processes use the same table), under a process-shared mutex. */
+#define TCPMSG__CLIENTS 4096
+struct tcpmsg__client {
+    uint8_t key[17]; /* family (4 or 6), then the address; key[0] == 0: free */
+    int conns;
+    int64_t tokens_milli; /* the token bucket, in thousandths of a connection */
+    int64_t refilled;     /* tcpmsg_now_ms of the last refill */
+};
+struct tcpmsg__clients {
+    pthread_mutex_t mu;
+    struct tcpmsg__client e[TCPMSG__CLIENTS];
+};
+/* What a connection holds in the table, so that its end gives it back. */
+struct tcpmsg__client_ref {
+    bool held;
+    uint8_t key[17];
 };
 
 /* A timer of a connection (tcpmsg_timer_start): in the heap of the loop that serves it. */
@@ -86,6 +105,7 @@ struct tcpmsg_server {
                                before it closes the connection or the watcher when it reaps
                                a worker that died holding one. NULL: threads */
 
+    struct tcpmsg__clients *clients; /* per-client limits (NULL: none set) */
     struct tcpmsg__net *proxy_from; /* proxy_protocol's trusted balancers (NULL: any) */
     int nproxy_from;
 
@@ -157,6 +177,12 @@ int tcpmsg__proxy_trusted(const struct tcpmsg_server *s, int fd);
 /* Reports an event with c's 4-tuple (the client's address when a PROXY header gave it). */
 void tcpmsg__log_conn(const struct tcpmsg_server *s, enum tcpmsg_server_event ev, int code,
                       const struct tcpmsg_conn *c);
+/* Per-client limits for connection c, once its client's address is known (after its PROXY
+ * header): 0 (admitted: *ref holds its place, given back by tcpmsg__client_release), or
+ * TCPMSG_ELIMIT (counted in stats.limited; refuse it). Always 0 without limits. */
+int tcpmsg__client_admit(struct tcpmsg_server *s, const struct tcpmsg_conn *c,
+                         struct tcpmsg__client_ref *ref);
+void tcpmsg__client_release(struct tcpmsg_server *s, struct tcpmsg__client_ref *ref);
 /* The time a PROXY header has to arrive in: frame_timeout_ms, or handshake_timeout_ms. */
 int tcpmsg__proxy_ms(const struct tcpmsg_server *s);
 /* Adds a finished connection's counters and outcome. */
