@@ -622,6 +622,7 @@ open_conn(struct tcpmsg_worker *w, struct econn *e)
 {
     struct tcpmsg_server *s = w->s;
     e->handshaking = false;
+    watch_deadline(w, e); /* the idle and frame deadlines now: maybe before the opening's */
     if (s->cfg.log) {
         char tuple[TCPMSG_TUPLE_STRLEN];
         if (tcpmsg_conn_tuple(e->c, tuple, sizeof tuple) < 0)

@@ -344,9 +344,9 @@ tcpmsg__client_admit(struct tcpmsg_server *s, const struct tcpmsg_conn *c,
                 e->tokens_milli = full;
             e->refilled = now;
         }
-        if (cfg->max_conns_per_client && e->conns >= cfg->max_conns_per_client)
-            r = TCPMSG_ELIMIT;
-        else if (cfg->conn_rate_per_client && e->tokens_milli < 1000)
+        bool over = (cfg->max_conns_per_client && e->conns >= cfg->max_conns_per_client) ||
+                    (cfg->conn_rate_per_client && e->tokens_milli < 1000);
+        if (over)
             r = TCPMSG_ELIMIT;
         if (r == 0) {
             e->conns++;

@@ -317,9 +317,9 @@ END_TEST
 START_TEST(a_periodic_timer_runs_its_periods_and_stops_itself)
 {
     const struct nt_model *m = &models[_i];
-    /* 10,000 periods of 1 ms under EVENT; fewer, longer ones elsewhere (a blocking model's
+    /* 2,000 periods of 1 ms under EVENT; fewer, longer ones elsewhere (a blocking model's
      * loop wakes once per period too, but a thread per connection makes that slower). */
-    int n = m->model == TCPMSG_MODEL_EVENT ? 10000 : 300;
+    int n = m->model == TCPMSG_MODEL_EVENT ? 2000 : 300;
     int period = m->model == TCPMSG_MODEL_EVENT ? 1 : 2;
     struct tcpmsg_server *s = start(m, &handler);
     struct tcpmsg_conn *c = client(s);

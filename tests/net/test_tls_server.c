@@ -372,7 +372,10 @@ START_TEST(idle_timeout_over_tls)
 {
     const struct nt_model *m = &models[_i];
     struct tcpmsg_tls_config tls = {0};
-    struct tcpmsg_server_config cfg = {.idle_timeout_ms = 200};
+    /* The idle deadline is the one that counts once the handshake is done, not the longer
+     * handshake deadline armed before it (EVENT kept that one: the idle close came 10 s
+     * late; with this one, the recv below would time out first). */
+    struct tcpmsg_server_config cfg = {.idle_timeout_ms = 200, .handshake_timeout_ms = 120000};
     struct tcpmsg_server *s = start(m, &cfg, &tls);
     struct tcpmsg_tls_ctx *cctx = client_ctx(false);
     struct tcpmsg_conn *c = tls_client(s, cctx, NULL, NULL);
