@@ -105,6 +105,17 @@ class Server:
         self.err.close()
 
 
+def eventually(cond, what, timeout=WAIT):
+    """Polls cond() until it holds (the condition another process or thread makes true:
+    a log line, an exit, replies counted), within timeout seconds; times nothing."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"never happened: {what}")
+
+
 def read_shared(f):
     """The whole content of a file other processes append to through the same open file
     description, without moving its offset."""

@@ -17,11 +17,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import WAIT, Server, len32, main, read_shared  # noqa: E402
+from harness import WAIT, Server, eventually, len32, main, read_shared  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIG = os.path.join(HERE, "..", "..", "examples", "haproxy", "haproxy.cfg")
@@ -37,14 +36,6 @@ def haproxy_binary():
     return found
 
 
-def eventually(cond, what):
-    """Polls cond() until it holds, within WAIT seconds: waits for an event, times nothing."""
-    end = time.monotonic() + WAIT
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 class HAProxy:

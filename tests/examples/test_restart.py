@@ -18,7 +18,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import WAIT, Server, len32, main  # noqa: E402
+from harness import WAIT, Server, eventually, len32, main  # noqa: E402
 
 CLIENTS = 50
 RESTARTS = 10
@@ -48,13 +48,6 @@ def gone(pid):
         return True
 
 
-def eventually(cond, what):
-    end = time.monotonic() + WAIT
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"never happened: {what}")
 
 
 class Client(threading.Thread):
