@@ -54,9 +54,19 @@ refuse(struct tcpmsg_conn *c, int code, const char *why)
     return code;
 }
 
-/* Receives the data frames into fd until the end frame; checks size and checksum. */
+/* Records why a transfer failed, for refuse() once the temporary file is gone. */
 static int
-receive_data(struct tcpmsg_conn *c, int fd, uint64_t size)
+failed(const char **why, int code, const char *text)
+{
+    *why = text;
+    return code;
+}
+
+/* Receives the data frames into fd until the end frame; checks size and checksum. On a
+ * fault of the sender's or a write error, sets *why and returns the code without answering:
+ * the sender hears of it only after the temporary file is removed. */
+static int
+receive_data(struct tcpmsg_conn *c, int fd, uint64_t size, const char **why)
 {
     uint64_t got = 0;
     uint32_t crc = 0;
@@ -69,21 +79,21 @@ receive_data(struct tcpmsg_conn *c, int fd, uint64_t size)
         }
         if (file_type(&f) == FILE_END) {
             if (got != size)
-                return refuse(c, -EPROTO, "fewer bytes than announced");
+                return failed(why, -EPROTO, "fewer bytes than announced");
             if (f.len != 4 || tcpmsg_wire_get_u32(f.data) != crc)
-                return refuse(c, -EBADMSG, "checksum mismatch");
+                return failed(why, -EBADMSG, "checksum mismatch");
             return 0;
         }
         if (file_type(&f) != FILE_DATA)
-            return refuse(c, -EPROTO, "unexpected frame");
+            return failed(why, -EPROTO, "unexpected frame");
         if (f.len > size - got)
-            return refuse(c, -EPROTO, "more bytes than announced");
+            return failed(why, -EPROTO, "more bytes than announced");
         for (size_t off = 0; off < f.len;) {
             ssize_t n = write(fd, f.data + off, f.len - off);
             if (n < 0 && errno == EINTR)
                 continue;
             if (n < 0)
-                return refuse(c, -errno, strerror(errno));
+                return failed(why, -errno, strerror(errno));
             off += (size_t)n;
         }
         crc = file_crc32(crc, f.data, f.len);
@@ -126,14 +136,15 @@ dialog(struct tcpmsg_conn *c, void *user)
     r = tcpmsg_conn_send_fields(c, &type, 1, NULL, 0, tcpmsg_deadline_in(timeout_ms));
     if (r == 0)
         r = tcpmsg_conn_flush(c, tcpmsg_deadline_in(timeout_ms));
+    const char *why = NULL;
     if (r == 0)
-        r = receive_data(c, fd, size);
+        r = receive_data(c, fd, size, &why);
     if (r == 0 && (fchmod(fd, file_mode) < 0 || fsync(fd) < 0 || rename(temp, final) < 0))
-        r = refuse(c, -errno, strerror(errno));
+        r = failed(&why, -errno, strerror(errno));
     close(fd);
     if (r < 0) {
-        unlink(temp);
-        return r;
+        unlink(temp); /* before the verdict: a refused sender finds nothing left behind */
+        return why ? refuse(c, r, why) : r;
     }
     uint8_t ok[8];
     type = FILE_OK;
