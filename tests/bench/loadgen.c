@@ -19,6 +19,8 @@
  * check is one compare and one memcmp. Send times wait in a per-connection ring (echo
  * preserves order), so no clock value travels in the payload. */
 #define _GNU_SOURCE
+#include "bench_hist.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -51,53 +53,6 @@ static double seconds = 3, warmup = 0.5;
 static uint8_t *pattern; /* the payload after the sequence number */
 
 static atomic_int measuring; /* 0 warmup, 1 counting, 2 finished */
-
-static uint64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* Log-linear latency histogram: 32 sub-buckets per power of two of nanoseconds (3% error). */
-#define SUB 32
-#define NBUCKETS (64 * SUB)
-struct hist {
-    uint64_t n[NBUCKETS];
-    uint64_t count;
-};
-
-static int
-bucket(uint64_t ns)
-{
-    if (ns < SUB)
-        return (int)ns;
-    int msb = 63 - __builtin_clzll(ns);
-    int shift = msb - 5; /* log2(SUB) */
-    return (shift + 1) * SUB + (int)((ns >> shift) & (SUB - 1));
-}
-
-static double
-bucket_value(int b)
-{
-    if (b < SUB)
-        return b;
-    int shift = b / SUB - 1;
-    return (double)((uint64_t)(SUB + b % SUB) << shift) * (1 + 0.5 / SUB);
-}
-
-static double
-percentile(const struct hist *h, double p)
-{
-    uint64_t want = (uint64_t)ceil(p * (double)h->count), seen = 0;
-    for (int b = 0; b < NBUCKETS; b++) {
-        seen += h->n[b];
-        if (seen >= want && h->n[b])
-            return bucket_value(b);
-    }
-    return 0;
-}
 
 struct lconn {
     int fd;
@@ -327,8 +282,7 @@ on_readable(struct worker *w, struct lconn *c)
             w->errors++;
         if (counting == 1) {
             uint64_t dt = t - c->sent_at[c->expect_seq % (uint64_t)depth];
-            w->h.n[bucket(dt)]++;
-            w->h.count++;
+            hist_add(&w->h, dt);
             w->msgs++;
             w->bytes += size;
         }
@@ -505,20 +459,12 @@ main(int argc, char **argv)
     uint64_t msgs = 0, bytes = 0, errors = 0, all_msgs = 0;
     for (int t = 0; t < nthreads; t++) {
         pthread_join(ws[t].thread, NULL);
-        for (int b = 0; b < NBUCKETS; b++)
-            all.n[b] += ws[t].h.n[b];
-        all.count += ws[t].h.count;
+        hist_merge(&all, &ws[t].h);
         msgs += ws[t].msgs;
         bytes += ws[t].bytes;
         errors += ws[t].errors;
         all_msgs += ws[t].all;
     }
-    printf("{\"conns\": %d, \"depth\": %d, \"size\": %zu, \"seconds\": %.3f, \"msgs_per_s\": %.0f, "
-           "\"mb_per_s\": %.2f, \"p50_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, "
-           "\"errors\": %llu, \"total_msgs\": %llu}\n",
-           nconns, depth, size, elapsed, (double)msgs / elapsed, (double)bytes / elapsed / 1e6,
-           percentile(&all, 0.50) / 1e3, percentile(&all, 0.99) / 1e3,
-           percentile(&all, 0.999) / 1e3, (unsigned long long)errors,
-           (unsigned long long)all_msgs);
+    print_result(nconns, depth, size, elapsed, msgs, bytes, &all, errors, all_msgs);
     return errors ? 1 : 0;
 }
