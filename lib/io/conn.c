@@ -23,6 +23,11 @@
 #define READ_EXACT_MAX ((size_t)1 << 30)
 /* A grown receive buffer is given back once empty if it is larger than this. */
 #define KEEP_GROWN ((size_t)1024 * 1024)
+/* A reader that lacks at least LOWAT_MIN bytes of what it needs asks the kernel not to wake
+ * it before they are there (SO_RCVLOWAT, which poll and epoll honour), up to LOWAT_MAX at a
+ * time; the kernel caps it further to half the largest receive buffer it would allow. */
+#define LOWAT_MIN ((size_t)64 * 1024)
+#define LOWAT_MAX ((size_t)4 * 1024 * 1024)
 /* Pieces of one outgoing frame around the caller's iovec: pending output, head, tail. */
 #define EXTRA_IOV 3
 #define STACK_IOV 16
@@ -61,6 +66,8 @@ struct tcpmsg_conn {
                                 offset, suffix or flags): recv and send take a short path */
     bool short_reads;        /* tcpmsg__conn_short_reads: a short read means the socket is empty */
     bool drained;            /* ... and one happened since the owner's last tcpmsg__conn_readable */
+    bool lowat_off;          /* SO_RCVLOWAT refused: not asked again */
+    size_t lowat;            /* the SO_RCVLOWAT asked for (0: never set, the kernel's 1) */
     struct tcpmsg__tls *tls; /* TLS between the buffers and the socket (NULL: plain) */
     bool tls_notified;       /* close_notify queued */
     struct tcpmsg_proxy_info *proxy; /* the PROXY header recorded (NULL: none) */
@@ -383,12 +390,39 @@ fatal(int r)
     return r != -ETIMEDOUT && r != -ENOMEM && r != -EINTR;
 }
 
-/* Reads what the socket has (at least one byte, or waits for it until the deadline).
+/* Tells the kernel how much input to gather before it wakes this reader (SO_RCVLOWAT) while
+ * the caller needs `want` bytes buffered in all (the rest of a large frame whose length is
+ * known). The mark is at most half of what is missing: a blocking recv that has taken part of
+ * the queue (less than the mark) sleeps until the mark's worth is queued again, which the
+ * other half guarantees; the peer may send nothing more than the frame (it may be waiting for
+ * the reply). It is changed only when it must come down or would at least double: a handful
+ * of calls per frame, and the reader copies the first half while the second arrives. A
+ * socket that refuses it is not asked again. */
+static void
+set_lowat(struct tcpmsg_conn *c, size_t want)
+{
+    if (c->lowat_off)
+        return;
+    size_t have = c->rlen - c->rpos, missing = want > have ? want - have : 0;
+    size_t half = missing / 2;
+    size_t mark = half >= LOWAT_MIN ? (half < LOWAT_MAX ? half : LOWAT_MAX) : 1;
+    size_t cur = c->lowat ? c->lowat : 1;
+    if (!(cur > 1 && 2 * cur > missing) && mark < 2 * cur)
+        return;
+    int v = (int)mark;
+    if (setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v) < 0)
+        c->lowat_off = true;
+    else
+        c->lowat = mark;
+}
+
+/* Reads what the socket has (at least one byte, or waits for it until the deadline); want is
+ * how many bytes the caller needs buffered in all, when it knows (0 if not).
  * Returns the count, 0 at the peer's end of stream, -ETIMEDOUT, or a negated errno. */
 static ptrdiff_t fill_tls(struct tcpmsg_conn *c, size_t limit, int64_t deadline);
 
 static ptrdiff_t
-fill(struct tcpmsg_conn *c, size_t limit, int64_t deadline)
+fill(struct tcpmsg_conn *c, size_t limit, size_t want, int64_t deadline)
 {
     if (c->fd < 0)
         return -ETIMEDOUT; /* the bytes come from tcpmsg_conn_feed */
@@ -397,6 +431,8 @@ fill(struct tcpmsg_conn *c, size_t limit, int64_t deadline)
     int r = make_room(c, limit);
     if (r < 0)
         return r;
+    if (want || c->lowat > 1)
+        set_lowat(c, want);
     for (;;) {
         ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen,
                          deadline == TCPMSG_FOREVER ? 0 : MSG_DONTWAIT);
@@ -539,9 +575,15 @@ recv_general(struct tcpmsg_conn *c, struct tcpmsg_frame *out, int64_t deadline)
         /* After a short read the socket had nothing more: an event loop that trusts this
          * (level-triggered, so it is told again when more arrives) saves the recv that
          * would only say EAGAIN. */
-        if (c->drained && deadline == TCPMSG_NOWAIT && !(c->tls && tcpmsg__tls_pending(c->tls)))
+        size_t want = c->codec.kind == TCPMSG_CODEC_LENGTH ? c->dec.need : 0;
+        if (c->drained && deadline == TCPMSG_NOWAIT && !c->tls) {
+            if (want || c->lowat > 1)
+                set_lowat(c, want); /* before the loop waits for the socket */
             return -ETIMEDOUT;
-        ptrdiff_t r = fill(c, c->rlimit, deadline);
+        }
+        if (c->drained && deadline == TCPMSG_NOWAIT && !tcpmsg__tls_pending(c->tls))
+            return -ETIMEDOUT;
+        ptrdiff_t r = fill(c, c->rlimit, want, deadline);
         if (r < 0) {
             if (fatal((int)r))
                 c->rerr = (int)r;
@@ -561,7 +603,7 @@ tcpmsg_conn_read_exact(struct tcpmsg_conn *c, void *dst, size_t n, int64_t deadl
     while (c->rlen - c->rpos < n) {
         if (c->eof)
             return c->rlen > c->rpos ? -EPROTO : TCPMSG_EOF;
-        ptrdiff_t r = fill(c, max_size(c->rlimit, n), deadline);
+        ptrdiff_t r = fill(c, max_size(c->rlimit, n), n, deadline);
         if (r < 0) {
             if (fatal((int)r))
                 c->rerr = (int)r;
@@ -614,7 +656,7 @@ tcpmsg_conn_read_until(struct tcpmsg_conn *c, const void *delim, size_t delim_le
         }
         if (c->eof)
             return c->rlen > c->rpos ? -EPROTO : TCPMSG_EOF;
-        ptrdiff_t r = fill(c, max_size(c->rlimit, tcpmsg_codec_max_frame(&c->raw)), deadline);
+        ptrdiff_t r = fill(c, max_size(c->rlimit, tcpmsg_codec_max_frame(&c->raw)), 0, deadline);
         if (r < 0) {
             if (fatal((int)r))
                 c->rerr = (int)r;
@@ -634,7 +676,7 @@ tcpmsg_conn_read_some(struct tcpmsg_conn *c, void *dst, size_t cap, int64_t dead
     while (c->rlen == c->rpos) {
         if (c->eof)
             return TCPMSG_EOF;
-        ptrdiff_t r = fill(c, c->rlimit, deadline);
+        ptrdiff_t r = fill(c, c->rlimit, 0, deadline);
         if (r < 0) {
             if (fatal((int)r))
                 c->rerr = (int)r;
@@ -1459,7 +1501,7 @@ tcpmsg_conn_close(struct tcpmsg_conn *c, int64_t deadline)
                 if (deadline == TCPMSG_NOWAIT && reads == 64)
                     break;
                 c->rpos = c->rlen = c->deliver = 0;
-                ptrdiff_t n = fill(c, c->recv_buffer, deadline);
+                ptrdiff_t n = fill(c, c->recv_buffer, 0, deadline);
                 if (n < 0) {
                     r = (int)n;
                     break;
@@ -1501,6 +1543,10 @@ tcpmsg_conn_detach(struct tcpmsg_conn *c, void **rest, size_t *rest_len)
         *rest = c->rbuf;
         *rest_len = n;
         c->rbuf = NULL;
+    }
+    if (c->lowat > 1) { /* the descriptor's next owner reads as the kernel would */
+        int one = 1;
+        (void)setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
     }
     int fd = c->fd;
     destroy(c);

@@ -53,6 +53,8 @@ SCENARIOS = [
     ("1000conns-d1-512B", 1000, 1, 512, ["event", "thread", "raw-epoll", "libevent", "libuv",
                                       "zmq", "nng"]),
     ("bulk-1MiB", 1, 1, 1 << 20, None),
+    ("bulk-16MiB", 1, 1, 16 << 20, ["event", "thread", "raw-epoll", "libevent", "libuv", "zmq",
+                                  "nng"]),
 ]
 SWEEP = [1, 10, 100, 1000]  # connections, depth 4, 64 B: the plot
 TLS_SCENARIOS = [
@@ -63,7 +65,7 @@ TLS_SCENARIOS = [
     ("tls-100conns-d8-64B", 100, 8, 64),
     ("tls-bulk-1MiB", 1, 1, 1 << 20),
 ]
-SWEEP_SERVERS = ["event", "thread", "raw-epoll", "libevent", "libuv"]
+SWEEP_SERVERS = ["event", "thread", "raw-epoll", "libevent", "libuv", "zmq", "nng"]
 
 
 def raise_fd_limit():
@@ -87,6 +89,12 @@ class Server:
             raise RuntimeError(f"{name}: no port printed ({line!r})")
         self.port = int(line)
 
+    def cpu_ticks(self):
+        """CPU time (user + system, clock ticks) of the server so far: its own threads, the
+        children it has reaped (fork) and the children still running (fork, pool)."""
+        return proc_ticks(self.proc.pid, children=True) + sum(
+            proc_ticks(c) for c in children_of(self.proc.pid))
+
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -94,6 +102,30 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def proc_ticks(pid, children=False):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # the fields after the command name, which is in parentheses and may hold spaces
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0  # a fork child that ended between the listing and the read: reaped later
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime: reaped children
+    return ticks
+
+
+def children_of(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 
 
 def servers_to_run(build):
@@ -129,8 +161,14 @@ def meant_for(server, allowed, conns, depth):
     return True
 
 
-def loadgen(build, port, conns, depth, size, seconds, warmup, kind=None):
+def loadgen(build, port, conns, depth, size, seconds, warmup, kind=None, server=None):
+    """One load run. With server (a Server), the result also has the CPU time per message
+    of each side, in µs: the server's from /proc (every thread and child process), the
+    client's from the rusage of its process; both over the whole run (warmup included)
+    divided by every reply received (total_msgs, warmup included)."""
     tool = ["loadgen_mq", "-k", kind] if kind in MQ_PEERS else ["loadgen"]
+    s0 = server.cpu_ticks() if server else 0
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(["taskset", "-c", CLIENT_CPU,
                           os.path.join(build, "tests", "bench", tool[0]), *tool[1:], "-p", str(port),
                           "-c", str(conns), "-d", str(depth), "-s", str(size),
@@ -139,7 +177,13 @@ def loadgen(build, port, conns, depth, size, seconds, warmup, kind=None):
                          preexec_fn=raise_fd_limit)
     if out.returncode != 0:
         raise RuntimeError(f"loadgen failed: {out.stderr.strip()}")
-    return json.loads(out.stdout)
+    res = json.loads(out.stdout)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    n = max(res.get("total_msgs", 0), 1)
+    res["client_cpu_us"] = ((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)) * 1e6 / n
+    if server:
+        res["server_cpu_us"] = (server.cpu_ticks() - s0) * TICK_US / n
+    return res
 
 
 def summarize(runs):
@@ -151,19 +195,25 @@ def summarize(runs):
         "p50_us": statistics.median(r["p50_us"] for r in runs),
         "p99_us": statistics.median(r["p99_us"] for r in runs),
         "p999_us": statistics.median(r["p999_us"] for r in runs),
+        "server_cpu_us": statistics.median(r.get("server_cpu_us", 0) for r in runs),
+        "client_cpu_us": statistics.median(r.get("client_cpu_us", 0) for r in runs),
         "runs": len(runs),
     }
 
 
 def run_servers(args, build):
     started = {}
+    wanted = set(args.servers.split(",")) if args.servers else None
     for name, argv in servers_to_run(build):
-        started[name] = Server(name, argv)
+        if wanted is None or name in wanted:
+            started[name] = Server(name, argv)
     results = {}
     scenarios = list(SCENARIOS)
     scenarios += [(f"sweep-{c}conns-d4-64B", c, 4, 64, SWEEP_SERVERS) for c in SWEEP]
     if args.quick:
         scenarios = [scenarios[0], scenarios[2], scenarios[4]]
+    if args.scenario:
+        scenarios = [sc for sc in scenarios if re.search(args.scenario, sc[0])]
     try:
         for name, conns, depth, size, allowed in scenarios:
             names = [s for s in started if meant_for(s, allowed, conns, depth)]
@@ -172,7 +222,8 @@ def run_servers(args, build):
                 for s in names:
                     try:
                         runs[s].append(loadgen(build, started[s].port, conns, depth, size,
-                                               args.seconds, args.warmup, kind=s))
+                                               args.seconds, args.warmup, kind=s,
+                                               server=started[s]))
                     except RuntimeError as e:
                         if s not in MQ_PEERS:
                             raise
@@ -396,7 +447,49 @@ def run_micro(args, build):
         peer.stop()
     bulk = run_json_lines([os.path.join(bench, "bench_conn"), "bulk", "1048576",
                            "128" if args.quick else "2048"])
-    return {"codec": codec, "pingpong": ping, "bulk": bulk}
+    return {"codec": codec, "pingpong": ping, "bulk": bulk, "big_rtt": big_round_trips(args, build)}
+
+
+BIG_RTT = [(1 << 20, 400), (16 << 20, 30)]  # size, rounds per bench_conn repetition
+
+
+def big_round_trips(args, build):
+    """The blocking connection's round trip with big messages (bench_conn pingpong against
+    libtcpmsg's event server: libtcpmsg at both ends, beside the raw write/read loop
+    bench_conn runs against the same server) and ZeroMQ's (loadgen_mq with one message in
+    flight against the ROUTER peer: its mean round trip, 1 / messages per second), runs
+    interleaved."""
+    bench = os.path.join(build, "tests", "bench")
+    ex = os.path.join(build, "examples", "tcpmsg-echo-server")
+    ev = Server("event", [ex, "--mode", "event", "--workers", "1", "0"])
+    zpath = os.path.join(bench, "peer_zmq")
+    zmq = Server("zmq", [zpath, "0"]) if os.access(zpath, os.X_OK) else None
+    out = []
+    try:
+        for size, rounds in BIG_RTT[:1] if args.quick else BIG_RTT:
+            conn, raw, z = [], [], []
+            for _ in range(1 if args.quick else args.repeat):
+                r = run_json_lines(["taskset", "-c", CLIENT_CPU, os.path.join(bench, "bench_conn"),
+                                    "pingpong", str(ev.port), str(size),
+                                    str(20 if args.quick else rounds)])[0]
+                conn.append(r["conn_rtt_us"])
+                raw.append(r["raw_rtt_us"])
+                if zmq:
+                    m = loadgen(build, zmq.port, 1, 1, size, args.seconds, args.warmup, kind="zmq")
+                    z.append(1e6 / m["msgs_per_s"] if m["msgs_per_s"] else 0)
+            row = {"size": size, "conn_rtt_us": statistics.median(conn),
+                   "raw_rtt_us": statistics.median(raw)}
+            if z:
+                row["zmq_rtt_us"] = statistics.median(z)
+                row["zmq_over_conn"] = row["zmq_rtt_us"] / row["conn_rtt_us"]
+            log(f"round trip {size} B: conn {row['conn_rtt_us']:.0f} µs, raw "
+                f"{row['raw_rtt_us']:.0f} µs, zmq {row.get('zmq_rtt_us', 0):.0f} µs")
+            out.append(row)
+    finally:
+        ev.stop()
+        if zmq:
+            zmq.stop()
+    return out
 
 
 def run_memory(args, build):
@@ -478,19 +571,25 @@ def fmt_rate(v):
     return f"{v / 1e6:.2f} M" if v >= 1e6 else f"{v / 1e3:.1f} k"
 
 
+def cpu_us(v):
+    if v is None:
+        return ""
+    return f"{v:.0f}" if v >= 100 else f"{v:.2f}"
+
+
 def tables(res):
     lines = []
-    peers = ["raw-epoll", "libevent", "libuv"]
     lines.append("| scenario | server | messages/s (median) | spread | MB/s | p50 µs | p99 µs "
-                 "| p999 µs | libtcpmsg event / this |")
-    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+                 "| p999 µs | CPU µs/msg server | CPU µs/msg client | libtcpmsg event / this |")
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for scen, by_server in res["servers"].items():
         ev = by_server.get("event")
         for s, v in by_server.items():
             ratio = f"{ev['msgs_per_s'] / v['msgs_per_s']:.2f}x" if ev and s != "event" and v["msgs_per_s"] else ""
             lines.append(f"| {scen} | {s} | {fmt_rate(v['msgs_per_s'])} | {fmt_rate(v['spread'])} "
                          f"| {v['mb_per_s']:.1f} | {v['p50_us']:.1f} | {v['p99_us']:.1f} "
-                         f"| {v['p999_us']:.1f} | {ratio} |")
+                         f"| {v['p999_us']:.1f} | {cpu_us(v.get('server_cpu_us'))} "
+                         f"| {cpu_us(v.get('client_cpu_us'))} | {ratio} |")
     lines.append("")
     lines.append("| codec | op | payload | GB/s | frames/s | reference | ref GB/s | ratio |")
     lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -509,6 +608,18 @@ def tables(res):
     lines.append(f"| bulk 1 MiB frames, one way | {b['conn_gbps']:.2f} GB/s (spread "
                  f"{b['conn_spread_gbps']:.2f}) | {b['plain_gbps']:.2f} GB/s (spread "
                  f"{b['plain_spread_gbps']:.2f}) | {b['ratio']:.3f} | {b['allocs_per_msg']:g} |")
+    if res["micro"].get("big_rtt"):
+        lines.append("")
+        lines.append("| round trip, one connection | libtcpmsg (bench_conn against the event "
+                     "server) | raw write/read, same server | ZeroMQ (DEALER to ROUTER) "
+                     "| ZeroMQ / libtcpmsg |")
+        lines.append("| --- | --- | --- | --- | --- |")
+        for r in res["micro"]["big_rtt"]:
+            z = r.get("zmq_rtt_us")
+            zs = f"{z:.0f} µs" if z else "not built"
+            ratio = f"{r['zmq_over_conn']:.2f}x" if z else ""
+            lines.append(f"| {r['size'] >> 20} MiB | {r['conn_rtt_us']:.0f} µs | "
+                         f"{r['raw_rtt_us']:.0f} µs | {zs} | {ratio} |")
     lines.append("")
     m = res["memory"]
     soak = m["soak"]
@@ -599,6 +710,17 @@ def machine():
     return f"{os.cpu_count()} x {cpu}, Linux {os.uname().release}"
 
 
+PARTS = {
+    "micro": ("micro-benchmarks", run_micro),
+    "servers": ("servers", run_servers),
+    "tls": ("TLS", run_tls),
+    "loop": ("the loop as a platform", run_loop),
+    "memory": ("memory", run_memory),
+    "allocs": ("allocations (valgrind)", run_allocs),
+    "cpu": ("instructions per message (callgrind)", run_cpu_cost),
+}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build", "bench"))
@@ -608,32 +730,38 @@ def main():
     ap.add_argument("--soak", type=int, default=60)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--only", metavar="PARTS",
+                    help="comma-separated parts to run, of: " + ",".join(PARTS) +
+                    " (a look at one thing: not with --write-docs)")
+    ap.add_argument("--scenario", metavar="REGEX",
+                    help="servers part: only the scenarios whose name matches")
+    ap.add_argument("--servers", metavar="NAMES",
+                    help="servers part: only these servers (comma-separated)")
     args = ap.parse_args()
+    parts = args.only.split(",") if args.only else list(PARTS)
+    if any(p not in PARTS for p in parts):
+        ap.error(f"--only: parts are {','.join(PARTS)}")
+    if args.write_docs and (args.only or args.scenario or args.servers):
+        ap.error("--write-docs needs the whole run")
     if args.quick:
         args.repeat, args.seconds, args.warmup = 1, 0.3, 0.1
     res = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "quick": args.quick}
-    log("micro-benchmarks...")
-    res["micro"] = run_micro(args, args.build)
-    log("servers...")
-    res["servers"] = run_servers(args, args.build)
-    log("TLS...")
-    res["tls"] = run_tls(args, args.build)
-    log("the loop as a platform...")
-    res["loop"] = run_loop(args, args.build)
-    log("memory...")
-    res["memory"] = run_memory(args, args.build)
-    log("allocations (valgrind)...")
-    res["allocs"] = run_allocs(args, args.build)
-    log("instructions per message (callgrind)...")
-    res["cpu"] = run_cpu_cost(args, args.build)
+    for part in PARTS:
+        if part in parts:
+            log(PARTS[part][0] + "...")
+            res[part] = PARTS[part][1](args, args.build)
     out_dir = os.path.join(ROOT, "tests", "bench", "results")
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "quick.json" if args.quick else "latest.json"), "w") as f:
+    name = "quick.json" if args.quick else "latest.json" if not args.only else "partial.json"
+    with open(os.path.join(out_dir, name), "w") as f:
         json.dump(res, f, indent=1)
-    print(tables(res))
+    if args.only:
+        print(json.dumps(res, indent=1))
+    else:
+        print(tables(res))
     if args.write_docs and not args.quick:
         write_docs(res)
-    for scen in res["servers"].values():
+    for scen in res.get("servers", {}).values():
         for v in scen.values():
             if not v["msgs_per_s"]:
                 log("a server served nothing in a scenario")

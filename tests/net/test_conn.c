@@ -11,7 +11,9 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define MiB ((size_t)1024 * 1024)
@@ -304,8 +306,7 @@ START_TEST(bad_arguments)
     ck_assert_int_eq(tcpmsg_conn_read_exact(c, NULL, 1, LONG_WAIT), -EINVAL);
     ck_assert_int_eq(tcpmsg_conn_read_until(c, "\n", 1, 0, NULL, LONG_WAIT), -EINVAL);
     ck_assert_int_eq(tcpmsg_conn_read_until(NULL, "\n", 1, 0, &f, LONG_WAIT), -EINVAL);
-    ck_assert_int_eq(tcpmsg_conn_read_until(c, "0123456789abcdefg", 17, 0, &f, LONG_WAIT),
-                     -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_read_until(c, "0123456789abcdefg", 17, 0, &f, LONG_WAIT), -EINVAL);
     ck_assert_int_eq(tcpmsg_conn_read_some(NULL, b, 1, LONG_WAIT), -EINVAL);
     ck_assert_int_eq(tcpmsg_conn_flush(NULL, LONG_WAIT), -EINVAL);
     ck_assert_int_eq(tcpmsg_conn_shutdown(NULL, LONG_WAIT), -EINVAL);
@@ -331,8 +332,7 @@ START_TEST(bad_arguments)
     ck_assert_uint_eq(st.msgs_in, 0);
     tcpmsg_conn_stats(c, NULL);
     struct tcpmsg_conn *none = (struct tcpmsg_conn *)1;
-    ck_assert_int_eq(tcpmsg_conn_connect(NULL, "127.0.0.1", "1", NULL, NULL, LONG_WAIT),
-                     -EINVAL);
+    ck_assert_int_eq(tcpmsg_conn_connect(NULL, "127.0.0.1", "1", NULL, NULL, LONG_WAIT), -EINVAL);
     ck_assert_int_eq(tcpmsg_conn_accept(NULL, -1, NULL, NULL, NULL, LONG_WAIT), -EINVAL);
     ck_assert_int_eq(tcpmsg_conn_accept(&none, -1, NULL, NULL, NULL, TCPMSG_NOWAIT), -EBADF);
     ck_assert_ptr_null(none);
@@ -945,7 +945,7 @@ START_TEST(manual_queues_small_and_writes_large_at_once)
     uint64_t writes = st.writes;
     ck_assert_int_eq(tcpmsg_conn_send(c, big, sizeof big, TCPMSG_NOWAIT), 0);
     tcpmsg_conn_stats(c, &st);
-    ck_assert_uint_gt(st.writes, writes);                             /* written at once */
+    ck_assert_uint_gt(st.writes, writes);                           /* written at once */
     ck_assert_uint_lt(tcpmsg_conn_output(c, NULL), 4 + sizeof big); /* at most the rest queued */
     ck_assert_int_eq(tcpmsg_conn_flush(c, LONG_WAIT), 0);
     /* The peer reads the three frames whole and in order. */
@@ -1172,6 +1172,159 @@ START_TEST(receive_buffer_grows_and_shrinks)
 }
 END_TEST
 
+/* A raw echo peer: reads a length-prefixed frame whole, writes it back in one send, until the
+ * stream ends; the pattern under which a receiver that waits for the rest of a large frame
+ * must still be woken by the last bytes. */
+struct raw_echo {
+    int fd;
+    size_t frames;
+    int reader_fd; /* the connection's socket */
+    pid_t reader;  /* the thread that reads it */
+};
+
+/* Whether the reader is blocked in a receive or a poll with less queued on its socket than
+ * its low-water mark: it waits for more. */
+static bool
+reader_waits(const struct raw_echo *e)
+{
+    char path[64], buf[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)e->reader);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    long nr = -1;
+    bool got = fgets(buf, sizeof buf, f) && sscanf(buf, "%ld", &nr) == 1;
+    fclose(f);
+    int queued = -1, mark = 0;
+    socklen_t len = sizeof mark;
+    return got && (nr == SYS_recvfrom || nr == SYS_poll || nr == SYS_ppoll) &&
+           ioctl(e->reader_fd, FIONREAD, &queued) == 0 &&
+           getsockopt(e->reader_fd, SOL_SOCKET, SO_RCVLOWAT, &mark, &len) == 0 && queued < mark;
+}
+
+static void *
+raw_echo_main(void *arg)
+{
+    struct raw_echo *e = arg;
+    uint8_t *buf = NULL;
+    uint8_t head[4];
+    while (nt_recv_all(e->fd, head, 4)) {
+        size_t n = tcpmsg_wire_get_u32(head);
+        uint8_t *nb = realloc(buf, 4 + n);
+        if (!nb)
+            break;
+        buf = nb;
+        memcpy(buf, head, 4);
+        if (!nt_recv_all(e->fd, buf + 4, n))
+            break;
+        /* Large replies in two sends: the last quarter once the reader has taken the rest
+         * and sleeps (bounded: on a timeout the test goes on, less sharp). A reader whose
+         * mark asks for more than that quarter never wakes. */
+        size_t first = n >= 256 * 1024 ? 4 + n - n / 4 : 4 + n;
+        if (!nt_send_all(e->fd, buf, first))
+            break;
+        if (first < 4 + n) {
+            int64_t dl = tcpmsg_deadline_in(5000);
+            while (!reader_waits(e) && tcpmsg_deadline_left(dl) > 0)
+                poll(NULL, 0, 1); /* polling a state, not timing anything */
+            if (!nt_send_all(e->fd, buf + first, 4 + n - first))
+                break;
+        }
+        e->frames++;
+    }
+    free(buf);
+    shutdown(e->fd, SHUT_WR);
+    return NULL;
+}
+
+static int
+rcvlowat(int fd)
+{
+    int v = -1;
+    socklen_t len = sizeof v;
+    ck_assert_int_eq(getsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, &len), 0);
+    return v;
+}
+
+/* Large frames round trip under every way of waiting (blocking, a deadline, NOWAIT driven by
+ * poll): the connection asks the kernel not to wake it before the rest of a large frame is
+ * there (SO_RCVLOWAT), never for more than the frame still lacks, and gives the mark back once
+ * the frame is whole. With a mark above what one recv takes, a blocking recv slept forever. */
+START_TEST(large_frames_round_trip_under_a_low_water_mark)
+{
+    int peer;
+    struct tcpmsg_conn *c = conn_pair(len4(), NULL, &peer);
+    struct raw_echo e = {.fd = peer, .reader_fd = tcpmsg_conn_fd(c), .reader = gettid()};
+    struct nt_thread t;
+    nt_start(&t, raw_echo_main, &e);
+    static const size_t sizes[] = {65537, 1048576, 3 * 1048576 + 7, 200000, 9 * 1048576 + 1};
+    size_t big = 9 * 1048576 + 1;
+    uint8_t *data = malloc(big);
+    ck_assert_ptr_nonnull(data);
+    size_t sent = 0;
+    for (int mode = 0; mode < 3; mode++) {
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            size_t n = sizes[i];
+            nt_fill(data, n, (int)(i + 10 * mode));
+            ck_assert_int_eq(tcpmsg_conn_send(c, data, n, LONG_WAIT), 0);
+            sent++;
+            struct tcpmsg_frame f;
+            int r;
+            if (mode == 0) {
+                r = tcpmsg_conn_recv(c, &f, TCPMSG_FOREVER);
+            } else if (mode == 1) {
+                r = tcpmsg_conn_recv(c, &f, LONG_WAIT);
+            } else {
+                int64_t dl = LONG_WAIT;
+                while ((r = tcpmsg_conn_recv(c, &f, TCPMSG_NOWAIT)) == -ETIMEDOUT) {
+                    /* waiting for the rest of a large frame: a mark, never above what is
+                     * missing */
+                    int mark = rcvlowat(tcpmsg_conn_fd(c));
+                    ck_assert_int_ge(mark, 1);
+                    ck_assert_uint_le((size_t)mark, n + 4);
+                    struct pollfd p = {.fd = tcpmsg_conn_fd(c), .events = POLLIN};
+                    int left = (int)tcpmsg_deadline_left(dl);
+                    ck_assert_int_gt(left, 0);
+                    ck_assert_int_eq(poll(&p, 1, left), 1);
+                }
+            }
+            ck_assert_int_eq(r, 0);
+            ck_assert_uint_eq(f.len, n);
+            ck_assert_int_eq(memcmp(f.data, data, n), 0);
+        }
+    }
+    /* Half of a large frame: the mark asks for what is missing of it (within the buffer). */
+    uint8_t head[4] = {0, 0x40, 0, 0}; /* 4 MiB */
+    ck_assert(nt_send_all(peer, head, 4));
+    ck_assert(nt_send_all(peer, data, 1048576));
+    struct tcpmsg_frame f;
+    int r;
+    int64_t dl = LONG_WAIT;
+    int mark = 1;
+    while ((r = tcpmsg_conn_recv(c, &f, TCPMSG_NOWAIT)) == -ETIMEDOUT &&
+           (mark = rcvlowat(tcpmsg_conn_fd(c))) == 1 && tcpmsg_deadline_left(dl) > 0) {
+        struct pollfd p = {.fd = tcpmsg_conn_fd(c), .events = POLLIN};
+        (void)poll(&p, 1, 10); /* the mark is set once the whole first megabyte is read */
+    }
+    ck_assert_int_eq(r, -ETIMEDOUT);
+    ck_assert_int_ge(mark, 64 * 1024);
+    ck_assert_int_le(mark, 3 * 1048576 + 4); /* never above what is missing */
+    ck_assert(nt_send_all(peer, data, 3 * 1048576));
+    ck_assert_int_eq(tcpmsg_conn_recv(c, &f, LONG_WAIT), 0);
+    ck_assert_uint_eq(f.len, 4 * 1048576);
+    /* A small frame next: the mark is back to one byte before the connection waits. */
+    ck_assert(nt_send_all(peer, "\0\0\0\2ab", 4));
+    ck_assert_int_eq(tcpmsg_conn_recv(c, &f, TCPMSG_NOWAIT), -ETIMEDOUT);
+    ck_assert_int_eq(rcvlowat(tcpmsg_conn_fd(c)), 1);
+    free(data);
+    shutdown(peer, SHUT_RDWR);
+    nt_join(&t);
+    ck_assert_uint_eq(e.frames, sent); /* every reply came from the peer's echo, none twice */
+    tcpmsg_conn_close(c, TCPMSG_NOWAIT);
+    close(peer);
+}
+END_TEST
+
 static Suite *
 make_suite(void)
 {
@@ -1202,6 +1355,7 @@ make_suite(void)
     tcase_add_test(t, open_ownership_and_detach);
     tcase_add_test(t, orderly_shutdown_and_close);
     tcase_add_test(t, receive_buffer_grows_and_shrinks);
+    tcase_add_test(t, large_frames_round_trip_under_a_low_water_mark);
     suite_add_tcase(s, t);
     return s;
 }
