@@ -166,7 +166,10 @@ TCPMSG_API int tcpmsg_conn_flush(struct tcpmsg_conn *c, int64_t deadline);
  * receive buffer (out->data / out->len: what the codec delivers, normally the payload;
  * out->raw / out->raw_len: the frame as received, header fields included), valid until the
  * next call on this connection. Reads in receive-buffer-sized chunks, so many small
- * messages cost one system call.
+ * messages cost one system call. While a length-prefixed message whose length is known
+ * lacks 128 KiB or more, the socket's SO_RCVLOWAT is set to half of what is missing, so the
+ * kernel wakes the reader (and a poll on tcpmsg_conn_fd) less often; it is back to 1 once
+ * the message is whole (plain TCP only; tcpmsg_conn_read_exact does the same).
  * Returns 0; -ETIMEDOUT (no whole message before the deadline; bytes received so far are
  * kept); sticky: TCPMSG_EOF (the peer ended at a message boundary), -EPROTO (it ended
  * inside a message, or sent malformed framing), -EMSGSIZE (a message over the limit),
